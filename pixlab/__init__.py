@@ -1,0 +1,45 @@
+"""pixlab: deep-learning pixel classification (semantic segmentation) of microscopy images.
+
+The public API::
+
+    img = pixlab.open_image(path_or_array)
+    cfg = pixlab.TrainConfig(epochs=50, batch_size=8, tile_size=512)
+    model = pixlab.train([(img, labels)], cfg, class_names=["background", "nuclei"])
+    probs = model.predict(img)            # (K, Y, X) float32
+    model.save(folder); model = pixlab.load_model(folder)
+    pixlab.predict_file(model, in_path, out_path)
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .config import TrainConfig, preset
+from .io import Image, open_image
+# Imported eagerly: the submodule pixlab.train would otherwise shadow the function of the same name.
+from .train import train
+
+try:
+    __version__ = _version("pixlab")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+local"
+
+__all__ = ["Image", "open_image", "TrainConfig", "preset", "train", "Model", "load_model", "predict_file",
+           "datasets", "__version__"]
+
+# Torch-heavy parts load on first use so `import pixlab` (and `pixlab --help`) stays quick.
+_LAZY = {
+    "Model": ("pixlab.model", "Model"),
+    "load_model": ("pixlab.bundle", "load_model"),
+    "predict_file": ("pixlab.predict", "predict_file"),
+    "datasets": ("pixlab.datasets", None),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        mod, attr = _LAZY[name]
+        m = importlib.import_module(mod)
+        obj = m if attr is None else getattr(m, attr)
+        globals()[name] = obj
+        return obj
+    raise AttributeError(f"module 'pixlab' has no attribute {name!r}")

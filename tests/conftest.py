@@ -1,0 +1,25 @@
+import os
+
+import numpy as np
+import pytest
+
+# Two cores are shared by everything on this machine: keep torch from oversubscribing them.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A TrainConfig that trains in about a second on a CPU."""
+    from pixlab import TrainConfig
+    return TrainConfig(architecture="tiny_unet", pretrained=False, tile_size=64, epochs=2, batch_size=4,
+                       patches_per_epoch=8, recipe="standard", device="cpu", early_stopping=False,
+                       loss="ce", scheduler="none")
+
+
+@pytest.fixture
+def fluo_sample():
+    """A small synthetic 2-channel fluorescence image with sparse strokes (classes bg, nuclei)."""
+    from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
+    img, truth = synthetic_fluorescence(shape=(128, 128), n_channels=2, n_nuclei=12, seed=1)
+    labels = strokes_from_mask(truth, strokes_per_class=6, radius=2, length=(6, 12), seed=1)
+    return img, labels, truth, ["background", "nuclei"]

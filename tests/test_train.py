@@ -1,0 +1,159 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import pixlab
+from pixlab.train import sparse_loss, split_strokes
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.network.state_dict().items()}
+
+
+def test_train_save_load_predict_identical(tmp_path, tiny_cfg, fluo_sample):
+    img, labels, truth, names = fluo_sample
+    model = pixlab.train([(img, labels)], tiny_cfg, class_names=names, progress=False)
+    probs = model.predict(img)
+    assert probs.shape == (2, 128, 128) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+    model.save(tmp_path / "m")
+    loaded = pixlab.load_model(tmp_path / "m")
+    assert loaded.class_names == names and loaded.channel_names == img.channel_names
+    np.testing.assert_array_equal(loaded.predict(img), probs)
+    assert len(loaded.history) == 2 and loaded.metadata["data_fingerprint"] == model.metadata["data_fingerprint"]
+    assert loaded.metadata["versions"]["torch"] == torch.__version__.split("+")[0] or loaded.metadata["versions"]["torch"]
+
+
+def test_same_seed_same_weights_on_cpu(tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    a = _weights(pixlab.train([(img, labels)], tiny_cfg, class_names=names, progress=False))
+    b = _weights(pixlab.train([(img, labels)], tiny_cfg, class_names=names, progress=False))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = _weights(pixlab.train([(img, labels)], tiny_cfg.replace(seed=1), class_names=names, progress=False))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_learns_the_synthetic_nuclei(fluo_sample, tiny_cfg):
+    img, labels, truth, names = fluo_sample
+    cfg = tiny_cfg.replace(epochs=15, learning_rate=3e-3)
+    model = pixlab.train([(img, labels)], cfg, class_names=names, progress=False)
+    pred = model.predict_labels(img)
+    fg, gt = pred == 2, truth == 2
+    iou = (fg & gt).sum() / (fg | gt).sum()
+    assert iou > 0.5, iou  # chance level is ~0.05 here
+
+
+def test_callbacks_events_and_cooperative_cancel(tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    events = []
+
+    def cb(ev):
+        events.append(ev)
+        return not (ev["event"] == "epoch" and ev["epoch"] == 1)
+
+    model = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=10), class_names=names, callbacks=[cb],
+                         progress=False)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "batch" in kinds
+    assert len(model.history) == 2 and model.metadata["stop_reason"] == "cancelled"
+    cancel = threading.Event()
+    cancel.set()
+    m2 = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=10), class_names=names, cancel=cancel, progress=False)
+    assert len(m2.history) == 1 and m2.metadata["stop_reason"] == "cancelled"
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    cfg = tiny_cfg.replace(epochs=4, scheduler="one_cycle")
+    full = pixlab.train([(img, labels)], cfg, class_names=names, progress=False)
+    ck = tmp_path / "ck"
+    pixlab.train([(img, labels)], cfg, class_names=names, checkpoint_dir=ck, progress=False,
+                 callbacks=[lambda ev: not (ev["event"] == "epoch" and ev["epoch"] == 1)])
+    assert (ck / "last" / "checkpoint.json").is_file() and (ck / "best" / "metadata.json").is_file()
+    pixlab.load_model(ck / "best")
+    resumed = pixlab.train([(img, labels)], cfg, class_names=names, resume=ck, progress=False)
+    assert len(resumed.history) == 4
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_time_limit_stops_early(tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    model = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=1000, time_limit_s=2, recipe="standard"),
+                         class_names=names, progress=False)
+    assert model.metadata["stop_reason"] == "time_limit" and len(model.history) < 1000
+
+
+def test_multi_image_and_pseudo_labels(tiny_cfg, fluo_sample):
+    from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
+    img, labels, _, names = fluo_sample
+    img2, t2 = synthetic_fluorescence(shape=(80, 112), n_channels=2, n_nuclei=6, seed=5)
+    l2 = strokes_from_mask(t2, strokes_per_class=3, seed=5)
+    model = pixlab.train([(img, labels), (img2, l2)], tiny_cfg.replace(pseudo_labels=True),
+                         class_names=names, progress=False)
+    assert model.predict(img2).shape == (2, 80, 112)
+    assert model.metadata["train_images"] and len(model.metadata["train_images"]) == 2
+
+
+def test_sparse_loss_ignores_unlabelled_pixels(tiny_cfg):
+    cfg = tiny_cfg.replace(loss="ce_dice")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 3, 8, 8, generator=g)
+    target = torch.full((1, 8, 8), -1)
+    target[0, 2, 2], target[0, 5, 5], target[0, 6, 1] = 0, 1, 2
+    pseudo = torch.full_like(target, -1)
+    base = sparse_loss(logits, target, pseudo, cfg, None)
+    changed = logits.clone()
+    changed[:, :, 0, 0] += 100  # an unlabelled pixel
+    assert torch.allclose(base, sparse_loss(changed, target, pseudo, cfg, None))
+    changed[:, 0, 2, 2] += 5  # a labelled pixel
+    assert not torch.allclose(base, sparse_loss(changed, target, pseudo, cfg, None))
+
+
+def test_split_strokes_holds_out_whole_strokes():
+    lab = np.zeros((40, 40), np.uint8)
+    for i in range(5):
+        lab[2 + 8 * i, 2:10] = 1
+        lab[2 + 8 * i, 20:30] = 2
+    tr, va, info = split_strokes([lab], 2, 0.2, seed=0)
+    assert info["val_strokes"] == [1, 1] and info["train_strokes"] == [4, 4]
+    assert not ((tr[0] > 0) & (va[0] > 0)).any()
+    np.testing.assert_array_equal(np.maximum(tr[0], va[0]), lab)
+
+
+@pytest.mark.parametrize("case, msg", [
+    ("shape", "shape"),
+    ("missing_class", "no labelled pixel"),
+    ("beyond", "class id 3"),
+    ("nan", "NaN"),
+    ("one_class", "at least 2 classes"),
+])
+def test_bad_training_input(case, msg, tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    if case == "shape":
+        samples = [(img, labels[:-4])]
+    elif case == "missing_class":
+        samples, names = [(img, np.where(labels == 2, 0, labels))], names
+    elif case == "beyond":
+        l2 = labels.copy()
+        l2[0, 0] = 3
+        samples = [(img, l2)]
+    elif case == "nan":
+        a = np.asarray(img.data).astype(np.float32)
+        a[0, 5, 5] = np.nan
+        samples = [(a, labels)]
+    else:
+        samples, names = [(img, np.minimum(labels, 1))], ["only"]
+    with pytest.raises(ValueError, match=msg):
+        pixlab.train(samples, tiny_cfg, class_names=names, progress=False)
+
+
+def test_image_smaller_than_tile_is_padded(tiny_cfg):
+    rng = np.random.default_rng(0)
+    img = rng.random((1, 40, 50)).astype(np.float32)
+    lab = np.zeros((40, 50), np.uint8)
+    lab[5:8, 5:20], lab[30:33, 20:45] = 1, 2
+    model = pixlab.train([(img, lab)], tiny_cfg.replace(tile_size=64), class_names=["a", "b"], progress=False)
+    assert model.predict(img).shape == (2, 40, 50)
