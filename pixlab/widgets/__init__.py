@@ -1,0 +1,20 @@
+"""Jupyter widgets: thin views over pixlab's core (JupyterLab 4 / ipywidgets 8).
+
+- :class:`ChannelPicker` - channels, display ranges and colours, composite preview.
+- :class:`BrushAnnotator` - brush labels with zoom/pan, undo, autosave and an instant preview
+  (:class:`PolygonTool` adds polygons when the optional ``ipyannotations`` is installed).
+- :class:`TrainForm` - every TrainConfig field, presets, advisor, profiles.
+- :class:`LossPlot` - live Bokeh training curves (static matplotlib copy for papermill).
+- :class:`TrainPanel` - start/cancel training in the background with progress and the loss plot.
+
+Every handler is a plain method, so each widget can be driven from Python without a browser.
+"""
+
+from pixlab.widgets.brush import BrushAnnotator, PolygonTool
+from pixlab.widgets.channels import ChannelPicker
+from pixlab.widgets.form import TrainForm
+from pixlab.widgets.lossplot import LossPlot, ensure_bokehjs
+from pixlab.widgets.train_panel import TrainPanel
+
+__all__ = ["ChannelPicker", "BrushAnnotator", "PolygonTool", "TrainForm", "LossPlot", "TrainPanel",
+           "ensure_bokehjs"]
