@@ -23,7 +23,7 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
 __all__ = ["Image", "open_image", "TrainConfig", "preset", "train", "Model", "load_model", "predict_file",
-           "datasets", "__version__"]
+           "datasets", "diagnostics", "import_onnx", "cross_validate", "__version__"]
 
 # Torch-heavy parts load on first use so `import pixlab` (and `pixlab --help`) stays quick.
 _LAZY = {
@@ -31,6 +31,9 @@ _LAZY = {
     "load_model": ("pixlab.bundle", "load_model"),
     "predict_file": ("pixlab.predict", "predict_file"),
     "datasets": ("pixlab.datasets", None),
+    "diagnostics": ("pixlab.diagnostics", None),
+    "import_onnx": ("pixlab.interop", "import_onnx"),
+    "cross_validate": ("pixlab.crossval", "cross_validate"),
 }
 
 

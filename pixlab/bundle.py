@@ -139,6 +139,10 @@ def load_model(directory, device: str | None = None):
     from .models import build_network
 
     d = _bundle_dir(directory)
+    if not (d / METADATA).is_file() and (d / "onnx_model.json").is_file():
+        from .interop import import_onnx  # an imported external ONNX model saved by pixlab
+        model = import_onnx(d)
+        return model
     meta = read_metadata(d)
     cfg = TrainConfig.from_dict(meta["config"])
     wpath = _inside(d, meta.get("weights", WEIGHTS))

@@ -135,6 +135,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.freeze_blocks={fb!r} must be 'none', 'all', a number of blocks or a list of block indices")
         if isinstance(fb, tuple):
             self.freeze_blocks = list(fb)
+        # Histology weight sets are ResNet-50 checkpoints (pixlab.models.WEIGHT_SETS); only checked
+        # when they would be loaded, so a form can change the encoder and the weights one at a time.
+        if (self.encoder_weights != "imagenet" and self.pretrained and self.architecture != "tiny_unet"
+                and str(self.encoder).lower() != "resnet50"):
+            raise ValueError(f"TrainConfig.encoder_weights={self.encoder_weights!r} are ResNet-50 weights but encoder={self.encoder!r}; set encoder='resnet50' or encoder_weights='imagenet'")
         cw = self.class_weights
         if cw is not None and not isinstance(cw, (list, tuple, dict)):
             raise ValueError(f"TrainConfig.class_weights={cw!r} must be a list (one weight per class) or a dict {{class name: weight}}")
@@ -226,6 +231,8 @@ class TrainConfig:
             quick = device == "cpu" and self.time_limit_s is not None and self.time_limit_s <= 900
             recipe = "cpu_quick" if quick else "standard"
         changes: dict[str, Any] = {"device": device, "recipe": recipe}
+        if self.architecture == "tiny_unet":
+            changes["pretrained"] = False  # our small UNet has no published weights
         if recipe == "cpu_quick":
             changes.update(architecture="tiny_unet", pretrained=False, tile_size=min(self.tile_size, 128),
                            batch_size=8, learning_rate=3e-3, loss="ce", pseudo_labels=True,
@@ -248,12 +255,18 @@ def field_info() -> list[dict]:
     return out
 
 
-# Presets follow the guide's tables. Values not named keep the defaults.
+# Presets follow the guide's tables. Values not named keep the defaults (the guide's first run).
+# transfer_small = "very small dataset (<200 tiles)" row; transfer_medium = "200-1000 tiles" row
+# (freeze the first 2 blocks) with the first-run epochs/batch/lr; transfer_large = "large dataset
+# (>10000 tiles)" row. Freezing counts pixlab.models.encoder_blocks (ResNet: stem, layer1..layer4).
 PRESETS: dict[str, dict[str, Any]] = {
     "first_run": {},
-    "transfer_small": {"freeze_blocks": "all", "epochs": 200, "batch_size": 4, "encoder": "efficientnet-b0"},
-    "transfer_medium": {"freeze_blocks": 2, "epochs": 100, "batch_size": 8, "encoder": "resnet34"},
-    "transfer_large": {"freeze_blocks": "none", "epochs": 50, "batch_size": 16, "encoder": "resnet50", "learning_rate": 5e-4},
+    "transfer_small": {"pretrained": True, "encoder": "efficientnet-b0", "freeze_blocks": "all", "augment": True,
+                       "epochs": 200, "batch_size": 4, "learning_rate": 1e-3},
+    "transfer_medium": {"pretrained": True, "encoder": "resnet34", "freeze_blocks": 2,
+                        "epochs": 50, "batch_size": 8, "learning_rate": 1e-3},
+    "transfer_large": {"pretrained": True, "encoder": "resnet50", "freeze_blocks": "none",
+                       "epochs": 50, "batch_size": 16, "learning_rate": 5e-4},
     "very_small_dataset": {"encoder": "efficientnet-b0", "freeze_blocks": "all", "augment": True, "epochs": 200, "batch_size": 4},
     "large_dataset": {"encoder": "resnet50", "freeze_blocks": "none", "epochs": 50, "batch_size": 16, "learning_rate": 5e-4},
     "cpu_quick": {"recipe": "cpu_quick", "time_limit_s": 180},
@@ -275,10 +288,15 @@ def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channe
            magnification: float | None = 20.0, base: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
     """Recommend a TrainConfig from the guide's tables, with the reason for each change.
 
+    The three tables of the guide are applied in order, each able to override the previous one:
+    backbone by image type, then dataset size (freezing, epochs, batch), then GPU memory (encoder
+    and tile size at batch 8).
+
     Parameters
     ----------
     image_type : {"he", "fluorescence", "multiplex", "spectral", "brightfield", "other"}
-        "he" = H&E brightfield; "multiplex" = multiplex IF (4+ channels).
+        "he" = H&E brightfield; "multiplex" = multiplex IF (4+ channels). Aliases: "H&E", "IF",
+        "mIF", "hyperspectral".
     n_tiles : int
         Number of labelled training tiles (at the chosen tile size).
     vram_gb : float, optional
@@ -286,7 +304,8 @@ def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channe
     n_channels : int, optional
         Input channels (default 3 for H&E/brightfield, 1 for fluorescence, 4 for multiplex).
     magnification : float, optional
-        Objective magnification of H&E images (histology encoders were trained at ~20x).
+        Objective magnification of H&E images (histology encoders were trained at ~20x); None =
+        unknown.
     base : TrainConfig, optional
         Settings to start from (default: the guide's first-run defaults).
 
@@ -301,19 +320,25 @@ def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channe
     >>> cfg.encoder, cfg.freeze_blocks
     ('resnet34', 'all')
     """
-    t = image_type.lower().replace("&", "").replace("-", "").replace(" ", "")
+    t = str(image_type).lower().replace("&", "").replace("-", "").replace(" ", "")
     t = {"hande": "he", "h_e": "he", "if": "fluorescence", "mif": "multiplex", "hyperspectral": "spectral"}.get(t, t)
     if t not in IMAGE_TYPES:
         raise ValueError(f"image_type={image_type!r} is not known; choose one of {', '.join(IMAGE_TYPES)}")
-    if n_tiles < 0:
-        raise ValueError(f"n_tiles={n_tiles} must be >= 0")
+    from numbers import Integral, Real
+    if isinstance(n_tiles, bool) or not isinstance(n_tiles, Integral) or n_tiles < 0:
+        raise ValueError(f"n_tiles={n_tiles!r} must be a whole number >= 0 (labelled training tiles)")
+    if vram_gb is not None and (isinstance(vram_gb, bool) or not isinstance(vram_gb, Real) or not vram_gb > 0):
+        raise ValueError(f"vram_gb={vram_gb!r} must be a positive number of GB, or None for CPU training")
     if n_channels is None:
         n_channels = {"he": 3, "brightfield": 3, "fluorescence": 1, "multiplex": 4}.get(t, 3)
+    if isinstance(n_channels, bool) or not isinstance(n_channels, Integral) or n_channels < 1:
+        raise ValueError(f"n_channels={n_channels!r} must be a whole number >= 1 (image channels used)")
     ch: dict[str, Any] = {}
     why: list[str] = []
     histo = False
-    # Backbone by image type
-    if t == "he" and n_channels == 3 and magnification is not None and abs(magnification - 20) <= 5:
+    # --- Backbone by image type
+    near_20x = magnification is not None and abs(magnification - 20) <= 5
+    if t == "he" and n_channels == 3 and near_20x:
         ch.update(encoder="resnet50", encoder_weights="lunit-swav", pretrained=True)
         why.append("H&E at ~20x: a histology-pretrained ResNet-50 (Lunit SwAV) was trained on this exact domain.")
         histo = True
@@ -322,7 +347,9 @@ def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channe
         why.append(f"H&E with {n_channels} channels: histology weights expect 3 RGB channels, so ImageNet resnet34 is used.")
     elif t == "he":
         ch.update(encoder="resnet34", encoder_weights="imagenet")
-        why.append(f"H&E at {magnification}x: histology backbones were trained at 20x; ImageNet resnet34 is the safe fallback (try a histology encoder too).")
+        mag = "unknown magnification" if magnification is None else f"{magnification:g}x"
+        why.append(f"H&E at {mag}: histology backbones were trained at 20x; ImageNet resnet34 is the safe fallback "
+                   "(try encoder='resnet50' with encoder_weights='lunit-swav' too).")
     elif t in ("fluorescence", "multiplex", "spectral"):
         ch.update(encoder="resnet34", encoder_weights="imagenet", per_channel=True)
         why.append("Fluorescence/multi-channel: ImageNet edge and texture features transfer; H&E colour features do not. "
@@ -333,13 +360,14 @@ def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channe
             why.append("7+ channels need more data: plan for at least 500-1000 tiles, and select only relevant channels.")
     else:
         ch.update(encoder="resnet34", encoder_weights="imagenet")
-        why.append("Other image types: ImageNet resnet34 is the general-purpose starting point.")
-    # Dataset size -> freezing (and capacity)
+        why.append(f"{t}: ImageNet resnet34 is the general-purpose starting point.")
+    # --- Dataset size -> freezing (and capacity)
     if n_tiles < 200:
         ch.update(freeze_blocks="all", epochs=200, batch_size=4, augment=True)
         if not histo:
             ch["encoder"] = "efficientnet-b0" if t not in ("fluorescence", "multiplex", "spectral") else "resnet34"
-        why.append(f"{n_tiles} tiles (<200): freeze the whole encoder, augment, 200 epochs at batch 4 (very small dataset).")
+        why.append(f"{n_tiles} tiles (<200): freeze the whole encoder ({ch['encoder']}), augment, 200 epochs at batch 4 "
+                   "(very small dataset).")
     elif n_tiles < 1000:
         ch.update(freeze_blocks=2)
         why.append(f"{n_tiles} tiles (200-1000): freeze the first 2 encoder blocks.")
@@ -352,25 +380,28 @@ def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channe
         if n_tiles > 10000:
             ch.update(epochs=50, batch_size=16, learning_rate=5e-4)
             why.append(">10000 tiles: batch 16 and lr 5e-4 (large dataset).")
-    # Compute resources
+    # --- Compute resources (the guide's table is at batch 8)
     if vram_gb is None:
         why.append("No GPU: on a CPU keep time_limit_s short; with time_limit_s <= 900 pixlab switches to its CPU-quick recipe.")
     elif vram_gb < 6:
         ch.update(encoder="efficientnet-b0", tile_size=256, encoder_weights="imagenet")
-        why.append(f"{vram_gb} GB GPU memory: efficientnet-b0 with 256 px tiles fits at batch 8.")
+        why.append(f"{vram_gb:g} GB GPU memory: efficientnet-b0 with 256 px tiles fits at batch 8.")
     elif vram_gb < 12:
         if ch.get("encoder") == "resnet50":
             ch["encoder"] = "resnet34"
             ch["encoder_weights"] = "imagenet"
         ch["tile_size"] = 512
-        why.append(f"{vram_gb} GB GPU memory: resnet34 with 512 px tiles at batch 8.")
+        why.append(f"{vram_gb:g} GB GPU memory: {ch['encoder']} (at most resnet34) with 512 px tiles at batch 8.")
     elif vram_gb < 24:
         ch["tile_size"] = 512
-        why.append(f"{vram_gb} GB GPU memory: resnet50 fits with 512 px tiles.")
+        why.append(f"{vram_gb:g} GB GPU memory: resnet50 fits with 512 px tiles.")
     else:
         ch["tile_size"] = 1024 if n_tiles >= 1000 else 512
-        why.append(f"{vram_gb} GB GPU memory: tiles up to 1024 px fit at batch 8.")
+        why.append(f"{vram_gb:g} GB GPU memory: tiles up to 1024 px fit at batch 8.")
+    if vram_gb is not None and vram_gb < 12 and ch.get("batch_size", 8) > 8:
+        ch["batch_size"] = 8
+        why.append(f"{vram_gb:g} GB GPU memory: batch 8 instead of 16 (the memory table is at batch 8).")
     if ch.get("encoder") != "resnet50" and ch.get("encoder_weights", "imagenet") != "imagenet":
-        ch["encoder_weights"] = "imagenet"
+        ch["encoder_weights"] = "imagenet"  # histology weight sets exist for resnet50 only
     base_d = (base or TrainConfig()).to_dict()
     return TrainConfig.from_dict({**base_d, **ch}), why

@@ -3,16 +3,18 @@
 Every network maps a (B, C, H, W) float tensor to (B, K, H, W) class logits, for H and W divisible
 by 32. Architectures come from segmentation_models_pytorch (smp), always built with
 ``encoder_weights=None``: smp >= 0.5 would otherwise download weights from the Hugging Face hub, and
-pixlab must work offline. Pretrained ImageNet weights are instead read from a file or a local cache
-(see :func:`build_network`), then the first convolution is adapted to the number of image channels
-with smp's own ``set_in_channels`` (RGB weights summed for 1 channel, ``weight[:, i % 3] * 3 / N``
-for N channels).
+pixlab must work offline. Pretrained weights (ImageNet, or one of the histology ResNet-50 sets of
+:data:`WEIGHT_SETS`) are instead read from a file or a local cache (see :func:`build_network` and
+docs/encoders.md), then the first convolution is adapted to the number of image channels with smp's
+own ``set_in_channels`` (RGB weights summed for 1 channel, ``weight[:, i % 3] * 3 / N`` for N
+channels).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -22,12 +24,16 @@ from torch import nn
 __all__ = [
     "ARCHITECTURES",
     "ENCODERS",
+    "ENCODER_WEIGHTS",
     "TORCH_HUB_FILES",
     "TinyUNet",
+    "WEIGHT_SETS",
+    "WeightSet",
     "build_network",
     "count_parameters",
     "encoder_blocks",
     "freeze",
+    "map_encoder_state",
     "weight_locations",
 ]
 
@@ -129,10 +135,87 @@ TORCH_HUB_FILES = {
     "efficientnet-b0": ["efficientnet-b0-355c32eb.pth"],
 }
 
+
+@dataclass(frozen=True)
+class WeightSet:
+    """A named set of pretrained encoder weights and the files it is published as.
+
+    Attributes
+    ----------
+    name : str
+        The ``encoder_weights`` name, e.g. ``"lunit-swav"``.
+    encoder : str
+        The only smp encoder these weights fit.
+    hf_files : tuple of (repo_id, filename)
+        Files in the Hugging Face hub cache (``hf download REPO`` or ``timm.create_model("hf-hub:REPO",
+        pretrained=True)`` puts them there), searched in order.
+    hub_files : tuple of str
+        File names searched in the torch-hub checkpoints folder (where
+        ``torch.hub.load_state_dict_from_url`` saves the original releases).
+    rgb_only : bool
+        Trained on 3-channel H&E images only; refused for other channel counts.
+    description : str
+        Training data and method, for messages and documentation.
+    """
+
+    name: str
+    encoder: str
+    hf_files: tuple
+    hub_files: tuple
+    rgb_only: bool
+    description: str
+
+
+#: Histology-pretrained ResNet-50 weights (the guide's "histology backbones"), by
+#: ``TrainConfig.encoder_weights`` name. All four have torchvision/timm ResNet-50 key names (the
+#: same as smp's resnet50 encoder), except TIAToolbox's Kather100K file, whose ``feat_extract.N``
+#: keys are mapped by :func:`map_encoder_state`. See docs/encoders.md.
+WEIGHT_SETS = {
+    "lunit-swav": WeightSet(
+        "lunit-swav", "resnet50",
+        hf_files=(("1aurent/resnet50.lunit_swav", "model.safetensors"),),
+        hub_files=("swav_rn50_ep200.torch",),
+        rgb_only=True,
+        description="Lunit benchmark-ssl-pathology, SwAV on 19M TCGA H&E patches at ~20x",
+    ),
+    "lunit-barlow": WeightSet(
+        "lunit-barlow", "resnet50",
+        hf_files=(("1aurent/resnet50.lunit_bt", "model.safetensors"),),
+        hub_files=("bt_rn50_ep200.torch",),
+        rgb_only=True,
+        description="Lunit benchmark-ssl-pathology, Barlow Twins on 19M TCGA H&E patches at ~20x",
+    ),
+    "kather100k": WeightSet(
+        "kather100k", "resnet50",
+        hf_files=(
+            ("1aurent/resnet50.tiatoolbox-kather100k", "model.safetensors"),
+            ("TIACentre/TIAToolbox_pretrained_weights", "resnet50-kather100k.pth"),
+        ),
+        hub_files=("resnet50-kather100k.pth",),
+        rgb_only=True,
+        description="TIAToolbox, supervised on Kather100K colorectal H&E patches at 20x (0.5 um/px)",
+    ),
+    "tcga-brca-simclr": WeightSet(
+        "tcga-brca-simclr", "resnet50",
+        hf_files=(("1aurent/resnet50.tcga_brca_simclr", "model.safetensors"),),
+        hub_files=("resnet50_tcga_brca_simclr.pt",),
+        rgb_only=True,
+        description="Chen & Krishnan (Self-Supervised-ViT-Path), SimCLR on TCGA-BRCA H&E at ~20x",
+    ),
+}
+
+#: Every ``encoder_weights`` name: ImageNet (any encoder) and the histology sets.
+ENCODER_WEIGHTS = ["imagenet", *WEIGHT_SETS]
+
 _HF_FILE = "model.safetensors"
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
-# ImageNet classifier heads that smp encoders delete; checkpoints of the full classifier carry them.
+# .torch is the suffix of Lunit's releases; all but .safetensors are read with weights_only=True.
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".torch")
+# Classifier heads that smp encoders delete; checkpoints of a whole classifier carry them
+# (torchvision/timm "fc.", TIAToolbox "classifier.", efficientnet "_fc.", pretrainedmodels "last_linear.").
 _CLASSIFIER_PREFIXES = ("fc.", "_fc.", "last_linear.", "classifier.")
+# TIAToolbox's CNNModel keeps a torchvision ResNet as nn.Sequential(*children[:-2]) named
+# "feat_extract": child 0 conv1, 1 bn1, (2 relu, 3 maxpool: no weights), 4..7 layer1..layer4.
+_TIATOOLBOX_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 
 
 def _architecture_key(architecture: str) -> str:
@@ -159,12 +242,29 @@ def _encoder_key(encoder: str) -> str:
     )
 
 
+def _weights_key(weights: str) -> str:
+    key = str(weights).lower()
+    if key not in ENCODER_WEIGHTS:
+        raise ValueError(f"unknown encoder weights {weights!r}; choose one of {ENCODER_WEIGHTS}.")
+    return key
+
+
 def _hub_settings(encoder: str) -> dict | None:
     """smp's Hugging Face settings {repo_id, revision} for the encoder's ImageNet weights."""
     settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
     if not settings:
         return None
     return settings.get("imagenet") or next(iter(settings.values()))
+
+
+def _sources(encoder: str, weights: str) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+    """([(HF repo_id, filename, pinned revision or None)], [torch-hub checkpoint file names])."""
+    if weights == "imagenet":
+        settings = _hub_settings(encoder)
+        hf = [(settings["repo_id"], _HF_FILE, settings["revision"])] if settings else []
+        return hf, list(TORCH_HUB_FILES.get(encoder, []))
+    weight_set = WEIGHT_SETS[weights]
+    return [(repo, name, None) for repo, name in weight_set.hf_files], list(weight_set.hub_files)
 
 
 def _hf_cache_dir() -> Path:
@@ -191,7 +291,12 @@ def _hf_repo_folder(repo_id: str) -> str:
     return "models--" + repo_id.replace("/", "--")
 
 
-def weight_locations(encoder: str, cache_dirs=None) -> list[Path]:
+def _hf_snapshot_file(root: Path, repo_id: str, filename: str, revision: str | None) -> Path:
+    # Unpinned repositories: "main" is the folder to create by hand; any snapshot folder is read.
+    return root / _hf_repo_folder(repo_id) / "snapshots" / (revision or "main") / filename
+
+
+def weight_locations(encoder: str, cache_dirs=None, weights: str = "imagenet") -> list[Path]:
     """Files that :func:`build_network` would read pretrained encoder weights from, in order.
 
     Parameters
@@ -201,47 +306,43 @@ def weight_locations(encoder: str, cache_dirs=None) -> list[Path]:
     cache_dirs : sequence of path-like, optional
         Extra folders searched before the standard caches; each is searched both as a Hugging Face
         hub cache and as a folder holding torch-hub checkpoint files.
+    weights : str
+        A name of :data:`ENCODER_WEIGHTS`: ``"imagenet"`` or a histology set of :data:`WEIGHT_SETS`.
 
     Returns
     -------
     list of pathlib.Path
         Candidate paths (they need not exist). For the Hugging Face caches the path is the one
-        ``hf_hub_download`` would create for smp's pinned revision,
+        ``hf_hub_download`` would create: for ImageNet smp's pinned revision,
         ``<cache>/models--smp-hub--<encoder>.imagenet/snapshots/<revision>/model.safetensors``;
-        any other snapshot folder of that repository is accepted too.
+        for histology sets ``.../snapshots/main/<file>``. Any other snapshot folder of the same
+        repository is accepted too.
     """
-    encoder = _encoder_key(encoder)
+    encoder, weights = _encoder_key(encoder), _weights_key(weights)
     hf_roots, hub_folders = _search_folders(cache_dirs)
-    locations = []
-    settings = _hub_settings(encoder)
-    if settings:
-        snapshot = Path(_hf_repo_folder(settings["repo_id"]), "snapshots", settings["revision"])
-        locations += [root / snapshot / _HF_FILE for root in hf_roots]
-    for name in TORCH_HUB_FILES.get(encoder, []):
-        locations += [folder / name for folder in hub_folders]
+    hf, hub = _sources(encoder, weights)
+    locations = [_hf_snapshot_file(root, *entry) for entry in hf for root in hf_roots]
+    locations += [folder / name for name in hub for folder in hub_folders]
     return locations
 
 
-def _find_cached_weights(encoder: str, cache_dirs) -> Path | None:
-    hf_roots, hub_folders = _search_folders(cache_dirs)
-    settings = _hub_settings(encoder)
-    if settings:
-        from huggingface_hub import try_to_load_from_cache
+def _find_cached_weights(encoder: str, cache_dirs, weights: str = "imagenet") -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
 
-        # Filesystem look-ups only, never a network call. Pinned revision first, then whatever
-        # "main" points to, then any snapshot folder (e.g. copied by hand without refs/).
-        for root in hf_roots:
-            for revision in (settings["revision"], None):
-                found = try_to_load_from_cache(
-                    settings["repo_id"], _HF_FILE, cache_dir=root, revision=revision
-                )
+    hf_roots, hub_folders = _search_folders(cache_dirs)
+    hf, hub = _sources(encoder, weights)
+    # Filesystem look-ups only, never a network call. Pinned revision first, then whatever "main"
+    # points to, then any snapshot folder (e.g. copied by hand without refs/).
+    for root in hf_roots:
+        for repo_id, filename, pinned in hf:
+            for revision in ([pinned] if pinned else []) + [None]:
+                found = try_to_load_from_cache(repo_id, filename, cache_dir=root, revision=revision)
                 if isinstance(found, str):
                     return Path(found)
-            repo = root / _hf_repo_folder(settings["repo_id"])
-            snapshots = sorted(repo.glob(f"snapshots/*/{_HF_FILE}"))
+            snapshots = sorted((root / _hf_repo_folder(repo_id)).glob(f"snapshots/*/{filename}"))
             if snapshots:
                 return snapshots[0]
-    for name in TORCH_HUB_FILES.get(encoder, []):
+    for name in hub:
         for folder in hub_folders:
             if (folder / name).is_file():
                 return folder / name
@@ -270,21 +371,69 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"({error.__class__.__name__}); pixlab only loads safetensors files or state dicts "
             "that torch.load(weights_only=True) accepts."
         ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # training checkpoints wrap the weights
+    # Training checkpoints wrap the weights (Lightning: "state_dict", others: "model").
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict):
         raise ValueError(
             f"weights file {str(path)!r} does not hold a state dict (got {type(state).__name__})."
         )
-    return state
+    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
-def _encoder_state(state: dict, encoder: nn.Module) -> dict:
-    """Strip an ``encoder.`` prefix (full smp model) and classifier-head keys (torchvision)."""
-    prefix = "encoder."
-    if any(key.startswith(prefix) for key in state):
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    expected = encoder.state_dict()
+def _best_prefix(keys, expected: set[str]) -> str:
+    """The key prefix (``""`` or ending in ".") under which most of the ``expected`` names occur."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        cut = -1
+        while True:  # every split point: "a.b.c" -> "", "a.", "a.b."
+            if key[cut + 1 :] in expected:
+                counts[key[: cut + 1]] = counts.get(key[: cut + 1], 0) + 1
+            cut = key.find(".", cut + 1)
+            if cut < 0:
+                break
+    if not counts:
+        return ""
+    return max(counts, key=lambda prefix: (counts[prefix], -len(prefix)))
+
+
+def map_encoder_state(state: dict, encoder: nn.Module) -> dict:
+    """Map a published checkpoint's state dict onto an smp encoder's parameter names.
+
+    The checkpoint layouts recognised are: the encoder itself (smp, torchvision, timm: ResNet keys
+    ``conv1.*``, ``bn1.*``, ``layer1..4.*``); the same under one prefix such as ``encoder.`` (a
+    whole smp model), ``module.`` (DataParallel), ``model.`` / ``backbone.`` (Lightning and
+    self-supervised training wrappers), whose other keys (decoder, projection head) are dropped;
+    TIAToolbox's ``feat_extract.N.*`` ResNet layout; and classifier heads (``fc.``,
+    ``classifier.``, ...) are dropped. Nothing else is forgiven: the result is checked strictly by
+    :func:`build_network` (every encoder tensor present, nothing extra, same shapes).
+
+    Parameters
+    ----------
+    state : dict of str to torch.Tensor
+        The checkpoint's tensors.
+    encoder : torch.nn.Module
+        The smp encoder (``network.encoder``) the weights are meant for, at 3 input channels.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Tensors keyed by the encoder's names (still to be checked against ``encoder.state_dict()``).
+
+    Examples
+    --------
+    >>> enc = smp.encoders.get_encoder("resnet18", weights=None)
+    >>> published = {"module." + k: v for k, v in enc.state_dict().items()}
+    >>> sorted(map_encoder_state(published, enc)) == sorted(enc.state_dict())
+    True
+    """
+    expected = set(encoder.state_dict())
+    if "conv1.weight" in expected:
+        state = _rename_tiatoolbox(state)
+    prefix = _best_prefix(state, expected)
+    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return {
         key: value
         for key, value in state.items()
@@ -292,8 +441,21 @@ def _encoder_state(state: dict, encoder: nn.Module) -> dict:
     }
 
 
-def _load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str) -> None:
-    state = _encoder_state(_read_state_dict(path), encoder)
+def _rename_tiatoolbox(state: dict) -> dict:
+    """``[prefix.]feat_extract.N.rest`` (TIAToolbox ResNet) -> ``[prefix.]<torchvision name>.rest``."""
+    renamed = {}
+    for key, value in state.items():
+        head, found, rest = key.partition("feat_extract.")
+        if found and (not head or head.endswith(".")):
+            index, _, leaf = rest.partition(".")
+            if index in _TIATOOLBOX_RESNET:
+                key = f"{head}{_TIATOOLBOX_RESNET[index]}.{leaf}"
+        renamed[key] = value
+    return renamed
+
+
+def _load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str, weights: str) -> None:
+    state = map_encoder_state(_read_state_dict(path), encoder)
     expected = encoder.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -311,9 +473,31 @@ def _load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str) -> 
         ]
         raise ValueError(
             f"weights file {str(path)!r} does not match the 3-channel {encoder_name!r} encoder: "
-            f"{'; '.join(problems)}; pass the ImageNet weights of {encoder_name!r}."
+            f"{'; '.join(problems)}; pass the {weights} weights of {encoder_name!r}."
         )
     encoder.load_state_dict(state)
+
+
+def _check_weight_set(weights: str, encoder: str, in_channels: int) -> None:
+    """Refuse histology weights for another encoder or for images that are not RGB."""
+    weight_set = WEIGHT_SETS.get(weights)
+    if weight_set is None:
+        return
+    if encoder != weight_set.encoder:
+        raise ValueError(
+            f"encoder weights {weights!r} exist only for encoder {weight_set.encoder!r}, got "
+            f"encoder {encoder!r}; use encoder={weight_set.encoder!r} or weights='imagenet'."
+        )
+    if weight_set.rgb_only and in_channels != 3:
+        # Refused rather than adapted: smp could spread the RGB filters over N channels, but these
+        # filters respond to H&E colours (eosin pink, haematoxylin blue), which carry no meaning
+        # for fluorescence or other channel combinations (the guide: use ImageNet weights there).
+        raise ValueError(
+            f"encoder weights {weights!r} were trained on 3-channel H&E (RGB) images but the "
+            f"network has {in_channels} input channel(s), where their H&E colour filters mean "
+            "nothing; use weights='imagenet' (TrainConfig.encoder_weights='imagenet'), as the "
+            "guide advises for fluorescence and multi-channel images, or select the 3 RGB channels."
+        )
 
 
 def build_network(
@@ -324,8 +508,9 @@ def build_network(
     pretrained: bool = False,
     weights_path=None,
     cache_dirs=None,
+    weights: str = "imagenet",
 ) -> nn.Module:
-    """Build a segmentation network, optionally with offline ImageNet encoder weights.
+    """Build a segmentation network, optionally with offline pretrained encoder weights.
 
     Parameters
     ----------
@@ -334,33 +519,38 @@ def build_network(
     encoder : str or None
         smp encoder name, e.g. ``"resnet34"`` (see :data:`ENCODERS`); ignored by ``"tiny_unet"``.
     in_channels : int
-        Number of image channels. With pretrained weights the 3-channel first convolution is
-        adapted by smp's ``set_in_channels``.
+        Number of image channels. With ImageNet weights the 3-channel first convolution is
+        adapted by smp's ``set_in_channels``; histology weights require 3 channels.
     n_classes : int
         Number of output channels.
     pretrained : bool
-        Load ImageNet encoder weights. Never downloads: the weights come from ``weights_path`` or,
-        when it is None, from the first existing file of :func:`weight_locations` (Hugging Face
-        cache ``$HF_HUB_CACHE`` or ``~/.cache/huggingface/hub``, then
-        ``$TORCH_HOME/hub/checkpoints``).
+        Load pretrained encoder weights (the set named by ``weights``). Never downloads: the
+        weights come from ``weights_path`` or, when it is None, from the first existing file of
+        :func:`weight_locations` (Hugging Face cache ``$HF_HUB_CACHE`` or
+        ``~/.cache/huggingface/hub``, then ``$TORCH_HOME/hub/checkpoints``).
     weights_path : path-like, optional
-        Explicit encoder weights: ``.safetensors``, or ``.pth`` / ``.pt`` read with
-        ``torch.load(weights_only=True)``. Keys may be those of the encoder, of a full smp model
-        (``encoder.`` prefix) or of a torchvision classifier (``fc.*`` is dropped). Implies
-        ``pretrained=True``.
+        Explicit encoder weights: ``.safetensors``, or ``.pth`` / ``.pt`` / ``.torch`` read with
+        ``torch.load(weights_only=True)``, in any layout :func:`map_encoder_state` recognises.
+        Implies ``pretrained=True``.
     cache_dirs : sequence of path-like, optional
         Extra folders searched before the standard caches (see :func:`weight_locations`).
+    weights : str
+        Which pretrained weights (:data:`ENCODER_WEIGHTS`): ``"imagenet"`` (any encoder with
+        published ImageNet weights) or a histology set of :data:`WEIGHT_SETS` (``"lunit-swav"``,
+        ``"lunit-barlow"``, ``"kather100k"``, ``"tcga-brca-simclr"``: resnet50, 3 channels).
 
     Returns
     -------
     torch.nn.Module
         The network, with ``network.pixlab_info`` = ``{"architecture", "encoder", "in_channels",
-        "n_classes", "weights"}``; ``weights`` is the file the encoder weights came from, or None.
+        "n_classes", "weights", "weight_set"}``; ``weights`` is the file the encoder weights came
+        from (or None) and ``weight_set`` their name (or None).
 
     Raises
     ------
     ValueError
-        Unknown architecture or encoder, bad channel counts, or a weights file that does not match.
+        Unknown architecture, encoder or weights name; bad channel counts; histology weights for
+        another encoder or a non-RGB input; a weights file that does not match.
     FileNotFoundError
         Pretrained weights requested but not found offline; the message names where to put them.
 
@@ -371,6 +561,7 @@ def build_network(
     (1, 3, 32, 32)
     """
     key = _architecture_key(architecture)
+    weights = _weights_key(weights)
     for name, value in (("in_channels", in_channels), ("n_classes", n_classes)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -381,55 +572,58 @@ def build_network(
                 "architecture 'tiny_unet' has no pretrained weights; pass pretrained=False."
             )
         network = ARCHITECTURES[key](None, in_channels, n_classes)
-        network.pixlab_info = _info(key, None, in_channels, n_classes, None)
+        network.pixlab_info = _info(key, None, in_channels, n_classes, None, None)
         return network
 
     encoder = _encoder_key(encoder)
     if not pretrained:
         network = ARCHITECTURES[key](encoder, in_channels, n_classes)
-        network.pixlab_info = _info(key, encoder, in_channels, n_classes, None)
+        network.pixlab_info = _info(key, encoder, in_channels, n_classes, None, None)
         return network
 
+    _check_weight_set(weights, encoder, in_channels)
     if weights_path is not None:
         source = Path(weights_path)
     else:
-        source = _find_cached_weights(encoder, cache_dirs)
+        source = _find_cached_weights(encoder, cache_dirs, weights)
         if source is None:
-            raise FileNotFoundError(_missing_weights_message(encoder, cache_dirs))
+            raise FileNotFoundError(_missing_weights_message(encoder, cache_dirs, weights))
     # Load into the encoder as published (3 channels), then let smp adapt the first convolution.
     network = ARCHITECTURES[key](encoder, 3, n_classes)
-    _load_encoder_weights(network.encoder, source, encoder)
+    _load_encoder_weights(network.encoder, source, encoder, weights)
     network.encoder.set_in_channels(in_channels, pretrained=True)
-    network.pixlab_info = _info(key, encoder, in_channels, n_classes, str(source))
+    network.pixlab_info = _info(key, encoder, in_channels, n_classes, str(source), weights)
     return network
 
 
-def _info(architecture, encoder, in_channels, n_classes, weights) -> dict:
+def _info(architecture, encoder, in_channels, n_classes, weights, weight_set) -> dict:
     return {
         "architecture": architecture,
         "encoder": encoder,
         "in_channels": int(in_channels),
         "n_classes": int(n_classes),
         "weights": weights,
+        "weight_set": weight_set,
     }
 
 
-def _missing_weights_message(encoder: str, cache_dirs) -> str:
-    settings = _hub_settings(encoder)
-    hub_files = TORCH_HUB_FILES.get(encoder, [])
-    fixes = []
-    if settings:
-        snapshot = Path(_hf_repo_folder(settings["repo_id"]), "snapshots", settings["revision"])
-        fixes.append(
-            f"put {_HF_FILE!r} from {settings['repo_id']} at "
-            f"{_hf_cache_dir() / snapshot / _HF_FILE}"
-        )
-    if hub_files:
-        fixes.append(f"put {hub_files[0]!r} at {_torch_hub_checkpoints() / hub_files[0]}")
+def _missing_weights_message(encoder: str, cache_dirs, weights: str = "imagenet") -> str:
+    hf, hub = _sources(encoder, weights)
+    fixes = [
+        f"put {filename!r} from {repo_id} at "
+        f"{_hf_snapshot_file(_hf_cache_dir(), repo_id, filename, revision)}"
+        for repo_id, filename, revision in hf
+    ]
+    # ImageNet: the current torchvision file name is enough; histology: each release's own name.
+    shown = hub[:1] if weights == "imagenet" else hub
+    fixes += [f"put {name!r} at {_torch_hub_checkpoints() / name}" for name in shown]
     fixes.append("pass weights_path=... (a .safetensors or .pth state dict of the encoder)")
-    searched = ", ".join(str(path) for path in weight_locations(encoder, cache_dirs))
+    what = f"pretrained weights for encoder {encoder!r}" if weights == "imagenet" else (
+        f"pretrained weights {weights!r} ({WEIGHT_SETS[weights].description}) for encoder {encoder!r}"
+    )
+    searched = ", ".join(str(path) for path in weight_locations(encoder, cache_dirs, weights))
     return (
-        f"pretrained weights for encoder {encoder!r} not found offline; "
+        f"{what} not found offline; "
         + ", or ".join(fixes)
         + (f" (searched: {searched})." if searched else ".")
     )

@@ -140,6 +140,15 @@ def split_strokes(labels_list: Sequence[np.ndarray], n_classes: int, fraction: f
     return train_list, val_list, info
 
 
+def _intensity_stats(images):
+    """Raw per-channel training intensities for distribution-shift checks (pixlab.shift.ood_check)."""
+    try:
+        from .shift import intensity_stats
+    except ImportError:  # diagnostics not installed in a trimmed build
+        return None
+    return intensity_stats(images)
+
+
 def _fingerprint(images, labels) -> str:
     """A short hash of the training data (labels + a strided sample of each image)."""
     h = hashlib.sha256()
@@ -334,7 +343,8 @@ def sparse_loss(logits, target, pseudo, cfg, class_weights):
     import torch
     import torch.nn.functional as F
     labelled = target >= 0
-    total = logits.new_zeros(())
+    # Zero that still depends on the logits, so backward() works on a batch without any label.
+    total = logits.sum() * 0.0
     if labelled.any():
         if cfg.loss in ("ce", "ce_dice", "focal"):
             ce = F.cross_entropy(logits, target.clamp_min(0), weight=class_weights, reduction="none")
@@ -381,6 +391,17 @@ def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _broadcast_buffers(net, src: int = 0) -> None:
+    """Give every rank the buffers (BatchNorm running statistics) of rank ``src``.
+
+    DDP broadcasts buffers before each forward pass, so after an epoch's last step each rank holds
+    statistics updated with its own batch only.
+    """
+    import torch.distributed as dist
+    for b in net.buffers():
+        dist.broadcast(b.data, src)
 
 
 def _all_reduce(values, op="sum"):
@@ -548,7 +569,8 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
         _pseudo_labels(samples_, stats, K, cfg)
 
     channel_names = images[0].channel_names
-    net = build_network(cfg.architecture, cfg.encoder, len(channel_names), K, pretrained=False)
+    net = build_network(cfg.architecture, cfg.encoder, len(channel_names), K, pretrained=False,
+                        weights=cfg.encoder_weights)
     weights_source = "random"
     if init_from is not None:
         from .bundle import load_model
@@ -561,7 +583,7 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     elif cfg.pretrained:
         try:
             net = build_network(cfg.architecture, cfg.encoder, len(channel_names), K, pretrained=True,
-                                weights_path=cfg.weights_path)
+                                weights_path=cfg.weights_path, weights=cfg.encoder_weights)
             weights_source = "pretrained"
         except FileNotFoundError as e:
             if cfg.weights_path:
@@ -574,7 +596,9 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     if world > 1:
         # PyTorch's own DDP: it broadcasts rank 0's initial weights and all-reduces gradients.
         from torch.nn.parallel import DistributedDataParallel
-        ids = [torch.device(device).index or 0] if device.startswith("cuda") else None
+        # device "cuda" means the current device (torch.cuda.set_device(LOCAL_RANK)), not GPU 0.
+        ids = [torch.device(device).index if torch.device(device).index is not None
+               else torch.cuda.current_device()] if device.startswith("cuda") else None
         fwd = DistributedDataParallel(net, device_ids=ids)
         callbacks = callbacks if rank == 0 else ()
         progress = progress and rank == 0
@@ -617,10 +641,13 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
         st = load_checkpoint(resume, net, opt, sched)
         start_epoch, history, best = st["epoch"], st["history"], st["best"]
         sampler.rng.bit_generator.state = st["sampler_state"]
+        if rank:  # the checkpoint holds rank 0's tile stream; other ranks must not repeat it
+            sampler.rng = np.random.default_rng([cfg.seed, rank, start_epoch])
     meta = {
         "split": split_info, "label_stats": stats_cls, "data_fingerprint": _fingerprint(images, labels),
         "freeze": freeze_info, "weights_source": weights_source, "user_config": user_cfg.to_dict(),
         "inference_tile_size": tile if cfg.recipe == "standard" else max(tile, 512),
+        "intensity_stats": _intensity_stats(images),
         "train_images": [im.name for im in images], "patches_per_epoch": n_patches, "world_size": world,
     }
 
@@ -714,6 +741,8 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
             pf.close()
         if not losses:
             break
+        if world > 1:  # one set of BatchNorm statistics for validation and the saved weights
+            _broadcast_buffers(net)
         val_loss, val_miou, val_iou = validate()
         if sched is not None and cfg.scheduler == "plateau":
             sched.step(val_loss)

@@ -68,3 +68,7 @@ def test_presets_and_field_info():
     info = {f["name"]: f for f in field_info()}
     assert info["epochs"]["group"] == "training" and info["epochs"]["help"]
     assert info["loss"]["choices"] == ("ce", "dice", "ce_dice", "focal")
+
+
+def test_tiny_unet_never_asks_for_pretrained_weights():
+    assert TrainConfig(architecture="tiny_unet").resolved().pretrained is False

@@ -157,3 +157,17 @@ def test_image_smaller_than_tile_is_padded(tiny_cfg):
     lab[5:8, 5:20], lab[30:33, 20:45] = 1, 2
     model = pixlab.train([(img, lab)], tiny_cfg.replace(tile_size=64), class_names=["a", "b"], progress=False)
     assert model.predict(img).shape == (2, 40, 50)
+
+
+def test_batch_without_any_label_still_backpropagates(tiny_cfg):
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    none = torch.full((2, 8, 8), -1)
+    loss = sparse_loss(logits, none, none, tiny_cfg, None)
+    loss.backward()
+    assert float(loss) == 0.0 and logits.grad is not None and not logits.grad.any()
+
+
+def test_model_records_training_intensities_for_shift_checks(tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    model = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=1), class_names=names, progress=False)
+    assert model.metadata["intensity_stats"] is not None
