@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pixlab-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast lab chromium bench clean
+.PHONY: install demo test test-fast lab kernel chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ chromium:
 	  else echo "not root: install Debian's chromium yourself for the browser tests"; fi; \
 	fi
 
+# The four notebooks on the bundled sample, offline, into runs/demo/ (model, predictions, figures,
+# executed notebooks); about 5 minutes on 2 CPU cores (02 trains for time_limit_s=180 s).
 demo: install
-	$(PY) -m pixlab run --name demo --overwrite
+	@start=$$(date +%s); $(PY) -m pixlab run --name demo --overwrite && \
+	  echo "make demo: finished in $$(( $$(date +%s) - start )) s; see runs/demo/"
 
 test: install chromium
 	$(PY) -m pytest -q
@@ -35,8 +38,17 @@ test: install chromium
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser"
 
+# JupyterLab on notebooks/, loopback only, with a token (printed in the URL), no update/news checks;
+# the venv's bin/ first on PATH so that `pixlab run` works in JupyterLab terminals.
 lab: install
-	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=notebooks
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	  --LabApp.extension_manager=readonly \
+	  $$( [ "$$(id -u)" = "0" ] && echo --allow-root )
+
+# A named kernel "Python (pixlab)" for JupyterLab/VS Code started outside the venv (`pixlab run --kernel pixlab`).
+kernel: install
+	$(PY) -m ipykernel install --sys-prefix --name pixlab --display-name "Python (pixlab)"
 
 bench: install
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

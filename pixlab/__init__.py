@@ -23,6 +23,7 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
 __all__ = ["Image", "open_image", "TrainConfig", "preset", "train", "Model", "load_model", "predict_file",
+           "predict_folder", "predict_many",
            "datasets", "diagnostics", "import_onnx", "cross_validate", "__version__"]
 
 # Torch-heavy parts load on first use so `import pixlab` (and `pixlab --help`) stays quick.
@@ -30,6 +31,8 @@ _LAZY = {
     "Model": ("pixlab.model", "Model"),
     "load_model": ("pixlab.bundle", "load_model"),
     "predict_file": ("pixlab.predict", "predict_file"),
+    "predict_folder": ("pixlab.predict", "predict_folder"),
+    "predict_many": ("pixlab.cluster", "predict_many"),
     "datasets": ("pixlab.datasets", None),
     "diagnostics": ("pixlab.diagnostics", None),
     "import_onnx": ("pixlab.interop", "import_onnx"),
