@@ -56,6 +56,8 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(
             f"output folder '{folder}' does not exist; create it first or choose another output path"
         )
+    if not folder.is_dir():
+        raise NotADirectoryError(f"output folder '{folder}' is a file, not a folder; choose another output path")
     if not os.access(folder, os.W_OK):
         raise PermissionError(
             f"output folder '{folder}' is not writable; choose a folder you can write to"
@@ -146,7 +148,8 @@ def atomic_dir(path: str | os.PathLike):
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
+    if not parent.exists():  # never mkdir "through" a file: check_writable names that problem
+        parent.mkdir(parents=True, exist_ok=True)
     check_writable(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     os.chmod(tmp, 0o777 & ~_umask())

@@ -72,6 +72,7 @@ def load_checkpoint(folder, net, opt, sched) -> dict:
     ``folder`` may be the ``last`` folder itself or the checkpoint_dir holding it.
     """
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -81,7 +82,11 @@ def load_checkpoint(folder, net, opt, sched) -> dict:
         raise FileNotFoundError(f"no checkpoint in '{folder}'; pass the checkpoint_dir (or its 'last' folder) "
                                 f"of an earlier train(..., checkpoint_dir=...) run")
     meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(folder / "checkpoint.safetensors"))
+    try:
+        tensors = load_file(str(folder / "checkpoint.safetensors"))
+    except (SafetensorError, OSError) as e:  # never unpickled; a damaged file is a user error, not a crash
+        raise ValueError(f"cannot read checkpoint '{folder}': {e}; it is damaged, resume from another "
+                         f"checkpoint or train afresh") from None
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     if sched is not None and meta.get("scheduler") is not None:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 COMMANDS = ("train", "predict", "run", "info")
+
+# tifffile logs its own parse errors (e.g. of a truncated TIFF) before pixlab reports them in one
+# line; without a handler they would reach stderr through logging's last resort.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 # Exceptions that mean "the user gave us something wrong": one line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,

@@ -208,7 +208,10 @@ class TrainConfig:
     def from_model(cls, directory) -> "TrainConfig":
         """The configuration a saved model bundle was trained with ("load settings from model")."""
         from .bundle import read_metadata
-        return cls.from_dict(read_metadata(directory)["config"])
+        d = dict(read_metadata(directory)["config"])
+        # A weight file path is specific to the machine that trained the bundle; never follow it.
+        d["weights_path"] = None
+        return cls.from_dict(d)
 
     # ------------------------------------------------------------------ resolution
     def resolved_device(self) -> str:

@@ -73,7 +73,8 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Model({c.architecture}/{c.encoder}, classes={self.class_names}, "
+        arch = c.architecture if c.architecture == "tiny_unet" else f"{c.architecture}/{c.encoder}"
+        return (f"Model({arch}, classes={self.class_names}, "
                 f"channels={self.channel_names}, epochs_trained={len(self.history)})")
 
     # ------------------------------------------------------------------ inference
@@ -132,6 +133,40 @@ class Model:
         """Most probable class per pixel, (Y, X) uint8 with values 1..K."""
         probs = self.predict(image, **kw)
         return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+
+    def backend(self, name: str = "eager"):
+        """An inference backend for this model: an object with ``infer_batch`` like :meth:`infer_batch`.
+
+        Parameters
+        ----------
+        name : {"eager", "onnxruntime"}
+            ``"eager"`` returns the model itself (PyTorch; AMP and pinned memory on CUDA).
+            ``"onnxruntime"`` exports :attr:`network` to ONNX in memory and returns a
+            :class:`pixlab.onnx.OnnxBackend` (faster on CPUs). The session is made once and reused:
+            it is a snapshot of the weights at that moment.
+
+        Returns
+        -------
+        object
+            With ``infer_batch(batch) -> (B, K, H, W) float32`` probabilities.
+        """
+        if name == "eager":
+            return self
+        if name != "onnxruntime":
+            raise ValueError(f"backend must be 'eager' or 'onnxruntime', got {name!r}")
+        cached = self.__dict__.get("_onnx_backend")
+        if cached is None:
+            from .onnx import OnnxBackend
+            cached = self.__dict__["_onnx_backend"] = OnnxBackend(self)
+        return cached
+
+    def export_onnx(self, path, **kwargs) -> str:
+        """Export :attr:`network` to an ONNX file (dynamic batch, height and width; logits out).
+
+        See :func:`pixlab.onnx.export_onnx` for the options. Returns ``path``.
+        """
+        from .onnx import export_onnx
+        return export_onnx(self, path, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:

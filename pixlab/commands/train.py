@@ -138,6 +138,9 @@ def run(args) -> int:
     overwrite = args.overwrite or bool(run_cfg.get("overwrite", False))
     if out.exists() and not overwrite:
         raise FileExistsError(f"model folder '{out}' exists; pass --overwrite to replace it")
+    from .._atomic import check_writable
+    if out.parent.exists() or not str(out.parent):
+        check_writable(out)  # fail now, not after minutes of training
     cfg = TrainConfig.from_dict({**base, **parse_set(args.set)})
 
     rank, world, cfg, started = _distributed(cfg)
