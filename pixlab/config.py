@@ -92,6 +92,7 @@ class TrainConfig:
     pseudo_weight: float = _f(0.3, "Loss weight of pseudo-labelled pixels.", "advanced", min=0.0, max=1.0)
     seed: int = _f(0, "Random seed; the same seed on a CPU gives the same model.", "advanced", min=0)
     device: str = _f("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.", "advanced")
+    num_threads: int | None = _f(None, "CPU threads for PyTorch during training; default: all cores but one, which prepares the next batch (at least 1).", "advanced", min=1, max=1024)
     amp: bool = _f(True, "Mixed precision (used on CUDA only).", "advanced")
     checkpoint_every: int = _f(1, "Write the 'last' checkpoint every N epochs (when a checkpoint folder is given).", "advanced", min=1)
     version: int = _f(CONFIG_VERSION, "Config format version.", "advanced")
@@ -239,7 +240,9 @@ class TrainConfig:
         if recipe == "cpu_quick":
             changes.update(architecture="tiny_unet", pretrained=False, tile_size=min(self.tile_size, 128),
                            batch_size=8, learning_rate=3e-3, loss="ce", pseudo_labels=True,
-                           scheduler="none", freeze_blocks="none", stroke_focus=0.5, monitor="val_miou")
+                           scheduler="none", freeze_blocks="none", stroke_focus=0.5, monitor="val_miou",
+                           # longer epochs: validating after every 4 tiny steps cost a third of the time
+                           patches_per_epoch=self.patches_per_epoch or 128)
         return self.replace(**changes)
 
 
