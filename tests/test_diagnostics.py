@@ -299,7 +299,8 @@ def test_ood_check_names_the_brighter_channel(trained):
     bright.channel_names = list(img.channel_names)
     with pytest.warns(UserWarning, match="DAPI is 3.0x brighter than in training"):
         res = dx.ood_check(model, bright)
-    assert res["ood"] and res["score"] == pytest.approx(3.0, rel=0.05) and res["source"] == "norm_stats"
+    # train() records the raw training intensities, so those are the reference
+    assert res["ood"] and res["score"] == pytest.approx(3.0, rel=0.05) and res["source"] == "intensity_stats"
     assert res["channels"][1]["factor"] < 1.1  # the membrane channel did not change
     assert "adabn" in res["message"]
 
@@ -307,6 +308,7 @@ def test_ood_check_names_the_brighter_channel(trained):
 def test_ood_check_needs_a_reference_for_fixed_range_models(trained):
     model, img, _, _ = trained
     m = model.copy()
+    m.metadata.pop("intensity_stats", None)  # a model saved before train() recorded them
     m.norm_stats = {"method": "fixed_range", "per_channel": True, "offset": [0, 0], "scale": [4095, 4095],
                     "clip": [0, 1]}
     with pytest.raises(ValueError, match="fixed_range"):
