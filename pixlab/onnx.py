@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -69,9 +70,11 @@ def onnx_bytes(model_or_network, *, in_channels=None, tile=64, opset=OPSET) -> b
     example = torch.zeros(1, channels, int(tile), int(tile), device=device)
     buffer = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript-based exporter: it needs no extra package (onnxscript) and handles
-            # every smp architecture; dynamo=False keeps that choice explicit across torch versions.
+            # every smp architecture; dynamo=False keeps that choice explicit across torch versions
+            # (its DeprecationWarning says the default changed, which is why we name it).
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 network, (example,), buffer, input_names=["input"], output_names=["logits"],
                 dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +323,9 @@ class _ZarrLevels:
         self.arrays[level][:, y0: y0 + block.shape[1], :] = block
 
     def finish(self, name, channel_names, colours, pixel_size, top):
-        from ome_zarr.writer import write_multiscales_metadata
+        with warnings.catch_warnings():  # ome_zarr.writer's own import warns about its Scaler class
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from ome_zarr.writer import write_multiscales_metadata
 
         base = (1.0, 1.0) if pixel_size is None else pixel_size
         y0, x0 = self.shapes[0]

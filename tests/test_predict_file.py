@@ -197,7 +197,7 @@ def test_onnxruntime_and_auto_backends_agree_with_eager(model, image, image_file
 
 def test_channel_count_mismatch_names_both_counts_and_the_expected_channels(model, tmp_path):
     path = tmp_path / "rgb.tif"
-    tifffile.imwrite(path, np.zeros((3, 80, 80), np.uint8))
+    tifffile.imwrite(path, np.zeros((3, 80, 80), np.uint8), photometric="minisblack")
     with pytest.raises(ValueError, match=r"3 channel.*expects 2 channel.*'DAPI', 'Membrane'"):
         predict_file(model, path, tmp_path / "o.ome.tif")
     assert sorted(os.listdir(tmp_path)) == ["rgb.tif"]
