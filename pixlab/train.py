@@ -762,7 +762,13 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         val_loss, val_miou, val_iou = validate()
         if sched is not None and cfg.scheduler == "plateau":
             sched.step(val_loss)
-        score = val_loss if cfg.monitor == "val_loss" else -val_miou
+        if cfg.monitor == "val_loss":
+            score = val_loss
+        else:
+            # A few held-out strokes saturate mIoU (often 1.0 after a few epochs); among equal mIoU the
+            # lower held-out loss wins, instead of the first epoch that reached it. The loss term
+            # (< 5e-4) never outweighs a 1e-3 step of the rounded mIoU.
+            score = -round(val_miou, 3) + 1e-5 * min(val_loss, 50.0) if not math.isnan(val_miou) else float("nan")
         improved = best["score"] is None or (not math.isnan(score) and score < best["score"])
         if improved:
             best = {"score": float(score), "epoch": epoch,
