@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pixlab.active import label_refinements, strokes_in_box, suggest_regions
+from pixlab.active import _probs, label_refinements, strokes_in_box, suggest_regions
 from pixlab.shift import adabn, intensity_stats, ood_check
 
 __all__ = [
@@ -771,17 +771,6 @@ def plot_tiles(rows, max_rows: int = 6):
 
 
 # ------------------------------------------------------------------------------------------ maps
-def _probs(model, image, probs):
-    if probs is not None:
-        probs = np.asarray(probs, dtype=np.float32)
-        if probs.ndim != 3:
-            raise ValueError(f"probs must be a (K, Y, X) array from model.predict, got shape {probs.shape}")
-        return probs
-    if model is None:
-        raise ValueError("give a model (to predict the image) or probs=model.predict(image)")
-    return model.predict(image)
-
-
 def pixel_maps(model, image, labels=None, probs=None) -> dict:
     """Per-pixel diagnostic maps of a whole image (full resolution).
 
