@@ -23,3 +23,14 @@ def fluo_sample():
     img, truth = synthetic_fluorescence(shape=(128, 128), n_channels=2, n_nuclei=12, seed=1)
     labels = strokes_from_mask(truth, strokes_per_class=6, radius=2, length=(6, 12), seed=1)
     return img, labels, truth, ["background", "nuclei"]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: small networks on a shared 2-core machine run faster and steadier
+    (OpenMP barrier contention made each tiny_unet forward 7-25x slower under load)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,13 +12,7 @@ from pixlab.models import build_network
 from pixlab.onnx import OnnxBackend, compare_backends, export_onnx, max_prob_difference
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Small networks on a shared 2-core machine run faster and steadier on one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(architecture="tiny_unet", encoder=None, channels=2, classes=3):

@@ -20,14 +20,7 @@ CLASSES = ["background", "nuclei", "membrane"]
 STATS = {"method": "min_max", "per_channel": True, "offset": [0.0, 0.0], "scale": [4000.0, 4000.0], "clip": None}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny networks on a shared 2-core machine: one thread avoids OpenMP barrier contention that
-    # made each forward 7-25x slower while other processes were busy (measured with tiny_unet).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(downsample=1.0, network=None):
