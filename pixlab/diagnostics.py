@@ -29,6 +29,7 @@ from pixlab.active import _probs, label_refinements, strokes_in_box, suggest_reg
 from pixlab.shift import adabn, intensity_stats, ood_check
 
 __all__ = [
+    "MAP_STYLES",
     "Report",
     "Diagnosis",
     "evaluate",
@@ -815,7 +816,9 @@ def pixel_maps(model, image, labels=None, probs=None) -> dict:
     return out
 
 
-_MAP_STYLE = {"confidence": ("viridis", 0, 1), "entropy": ("magma", 0, 1), "margin": ("viridis", 0, 1),
+#: Colour map and value range per pixel map (None = the map's 99th percentile), shared by
+#: :func:`plot_maps` and the brush annotator's overlays so both look the same.
+MAP_STYLES = {"confidence": ("viridis", 0, 1), "entropy": ("magma", 0, 1), "margin": ("viridis", 0, 1),
               "loss": ("inferno", 0, None), "disagreement": ("coolwarm", 0, 1)}
 
 
@@ -876,7 +879,7 @@ def plot_maps(maps: dict, image=None, keys: Sequence[str] | None = None, colours
     from pixlab.display import composite
 
     if keys is None:
-        keys = (["prediction"] if colours is not None else []) + [k for k in _MAP_STYLE if k in maps]
+        keys = (["prediction"] if colours is not None else []) + [k for k in MAP_STYLES if k in maps]
     unknown = [k for k in keys if k not in maps]
     if unknown:
         raise ValueError(f"maps {unknown} are not available; choose from {sorted(maps)}")
@@ -897,7 +900,7 @@ def plot_maps(maps: dict, image=None, keys: Sequence[str] | None = None, colours
             lut = np.asarray(colours, np.uint8)
             ax.imshow(lut[maps[k] - 1], alpha=0.5 if base is not None else 1.0)
         else:
-            cmap, lo, hi = _MAP_STYLE[k]
+            cmap, lo, hi = MAP_STYLES[k]
             v = maps[k]
             hi = hi if hi is not None else (float(np.nanpercentile(v, 99)) if np.isfinite(v).any() else 1.0)
             im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, vmin=lo, vmax=max(hi, 1e-6),

@@ -533,6 +533,59 @@ class Viewport:
         self._clamp()
         return self
 
+    def center_on(self, y0: float, y1: float, x0: float, x1: float, fill: float = 0.5,
+                  max_zoom: float = 8.0) -> "Viewport":
+        """Pan and zoom so the full-res box ``[y0, y1) x [x0, x1)`` is centred on the canvas and fully visible.
+
+        Parameters
+        ----------
+        y0, y1, x0, x1 : float
+            The box in full-resolution pixels (as in :meth:`visible_region` and pixlab's tables).
+        fill : float
+            Fraction of the canvas height or width the box spans afterwards (0-1): the rest is context.
+        max_zoom : float
+            At most this many canvas pixels per image pixel, so a box of a few pixels is not blown up
+            to fill the screen.
+
+        Returns
+        -------
+        Viewport
+            ``self``; the canvas centre now shows the box centre.
+
+        Examples
+        --------
+        >>> v = Viewport((1000, 1000), (100, 100)).center_on(200, 264, 500, 564)
+        >>> v.visible_region()
+        (168, 296, 468, 596)
+        """
+        try:
+            y0, y1, x0, x1 = (float(v) for v in (y0, y1, x0, x1))
+            fill = float(fill)
+        except (TypeError, ValueError):
+            raise ValueError(f"center_on needs numbers y0, y1, x0, x1, got {(y0, y1, x0, x1)!r}") from None
+        if not (math.isfinite(y0 + y1 + x0 + x1) and y1 > y0 and x1 > x0):
+            raise ValueError(f"box (y0={y0}, y1={y1}, x0={x0}, x1={x1}) is empty or not finite; "
+                             "give y1 > y0 and x1 > x0 in image pixels")
+        if not 0 < fill <= 1:
+            raise ValueError(f"fill must be in (0, 1], got {fill!r}; e.g. 0.5")
+        h, w = self.canvas_shape
+        scale = max((y1 - y0) / (fill * h), (x1 - x0) / (fill * w))
+        self.scale = min(max(scale, self.MIN_SCALE, 1.0 / max(float(max_zoom), 1e-9)), self.max_scale)
+        # Image point u lies at canvas coordinate (u - y0) / scale: put the box centre at h / 2.
+        self.y0 = (y0 + y1) / 2 - h * self.scale / 2
+        self.x0 = (x0 + x1) / 2 - w * self.scale / 2
+        self._clamp()
+        return self
+
+    def canvas_box(self, region) -> tuple[float, float, float, float]:
+        """Canvas coordinates ``(top, bottom, left, right)`` of the edges of a full-res box (not clipped).
+
+        For drawing outlines: canvas pixel ``i`` spans ``[i, i + 1)``, like image pixels.
+        """
+        y0, y1, x0, x1 = (float(v) for v in region)
+        s = self.scale
+        return (y0 - self.y0) / s, (y1 - self.y0) / s, (x0 - self.x0) / s, (x1 - self.x0) / s
+
     def canvas_to_image(self, cy: float, cx: float) -> tuple[float, float]:
         """Image coordinates (row, col; pixel centres at whole numbers) of canvas pixel ``(cy, cx)``."""
         return self.y0 + (float(cy) + 0.5) * self.scale - 0.5, self.x0 + (float(cx) + 0.5) * self.scale - 0.5
@@ -645,4 +698,24 @@ class Viewport:
         if rect is None:
             return None, None
         rgba = probability_overlay(probs, colours, opacity)
+        return self.take(rgba, rect, origin, factor), rect
+
+    def render_overlay(self, rgba, origin=(0, 0), factor=1):
+        """The visible part of a ready-made RGBA layer ``(h, w, 4)`` covering full-res pixels from ``origin``.
+
+        Used for diagnostic maps (:func:`pixlab.diagnostics.map_overlay`) computed once for an image
+        or a region: each redraw only samples them for the canvas.
+
+        Returns
+        -------
+        (rgba, rect) or (None, None)
+        """
+        rgba = np.asarray(rgba)
+        if rgba.ndim != 3 or rgba.shape[2] != 4:
+            raise ValueError(f"rgba must be an (h, w, 4) array, got shape {rgba.shape}")
+        y, x = int(origin[0]), int(origin[1])
+        region = (y, y + rgba.shape[0] * int(factor), x, x + rgba.shape[1] * int(factor))
+        rect = self.canvas_rect(region)
+        if rect is None:
+            return None, None
         return self.take(rgba, rect, origin, factor), rect

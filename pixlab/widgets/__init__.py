@@ -2,7 +2,8 @@
 
 - :class:`ChannelPicker` - channels, display ranges and colours, composite preview.
 - :class:`BrushAnnotator` - brush labels with zoom/pan, undo, autosave and an instant preview
-  (:class:`PolygonTool` adds polygons when the optional ``ipyannotations`` is installed).
+  (:class:`PolygonTool` adds polygons when the optional ``ipyannotations`` is installed); its
+  :class:`GuidePanel` shows where to brush next, diagnostic maps and possible label mistakes.
 - :class:`TrainForm` - every TrainConfig field, presets, advisor, profiles.
 - :class:`LossPlot` - live Bokeh training curves (static matplotlib copy for papermill).
 - :class:`TrainPanel` - start/cancel training in the background with progress and the loss plot.
@@ -13,8 +14,9 @@ Every handler is a plain method, so each widget can be driven from Python withou
 from pixlab.widgets.brush import BrushAnnotator, PolygonTool
 from pixlab.widgets.channels import ChannelPicker
 from pixlab.widgets.form import TrainForm
+from pixlab.widgets.guide import GuidePanel
 from pixlab.widgets.lossplot import LossPlot, ensure_bokehjs
 from pixlab.widgets.train_panel import TrainPanel
 
-__all__ = ["ChannelPicker", "BrushAnnotator", "PolygonTool", "TrainForm", "LossPlot", "TrainPanel",
+__all__ = ["ChannelPicker", "BrushAnnotator", "GuidePanel", "PolygonTool", "TrainForm", "LossPlot", "TrainPanel",
            "ensure_bokehjs"]

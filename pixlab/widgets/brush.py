@@ -19,6 +19,7 @@ from ipycanvas import MultiCanvas, hold_canvas
 
 from pixlab import display
 from pixlab.annotation import AnnotationSession, Change
+from pixlab.widgets.guide import GuidePanel
 
 __all__ = ["BrushAnnotator", "PolygonTool"]
 
@@ -26,7 +27,9 @@ __all__ = ["BrushAnnotator", "PolygonTool"]
 # preview is drawn from its worker thread: one lock keeps each batch whole.
 _DRAW_LOCK = threading.RLock()
 
-_IMAGE, _PREVIEW, _LABELS = 0, 1, 2  # canvas layers, bottom to top; the top one receives mouse events
+# Canvas layers, bottom to top; MultiCanvas hands mouse events to the top one. The preview layer also
+# shows the guided panel's diagnostic maps; the guide layer holds box outlines (suggestions, review).
+_IMAGE, _PREVIEW, _LABELS, _GUIDE = 0, 1, 2, 3
 _PAN_RENDER_INTERVAL = 0.05  # s: while dragging the view, re-render at most 20 times a second
 _TOOLS = ("brush", "eraser", "pan")
 
@@ -69,6 +72,11 @@ class BrushAnnotator(widgets.VBox):
 
     Notes
     -----
+    Once a model is set (:meth:`set_model`, or training through a TrainPanel), the "Guided annotation"
+    panel under the canvas (:class:`~pixlab.widgets.GuidePanel`, ``self.guide``) outlines regions to
+    brush next, shows diagnostic maps in the overlay layer and lists possible label mistakes and
+    confused tiles; its buttons centre the view on them (:meth:`go_to`).
+
     Keyboard, with the pointer over the canvas: b brush, e eraser, p pan, 1-9 class, ctrl+z undo, ctrl+y / ctrl+shift+z redo, + / - zoom,
     0 fit, arrows pan, [ / ] brush size. The mouse wheel zooms at the pointer.
     """
@@ -82,7 +90,7 @@ class BrushAnnotator(widgets.VBox):
             self.session = AnnotationSession(images, class_names, colours, labels_dir, **session_kwargs)
         s = self.session
         width, height = (int(v) for v in canvas_size)
-        self.canvas = MultiCanvas(3, width=width, height=height,
+        self.canvas = MultiCanvas(4, width=width, height=height,
                                   layout=widgets.Layout(width=f"{width}px", height=f"{height}px"))
         self.view = display.Viewport(s.image.shape, (height, width))
         self._drawing = False
@@ -92,6 +100,8 @@ class BrushAnnotator(widgets.VBox):
         self._preview_future = None
         self._preview_result = None
         self._dl_model = None
+        self.guide = None  # the GuidePanel, made once the controls it reads exist
+        self._guide_drawn = False
         self.stroke_times: list[float] = []  # Python-side seconds per mouse-move event (for bench/)
 
         # -- tools
@@ -187,6 +197,11 @@ class BrushAnnotator(widgets.VBox):
         self.brush_size.observe(lambda _c: self._update_status(), names="value")
         s.subscribe(self._on_session_event)
 
+        # -- guided annotation (suggested regions, diagnostic overlays, review), under the canvas
+        self.guide = GuidePanel(self)
+        self.guide_accordion = widgets.Accordion(children=[self.guide], titles=("Guided annotation",))
+        self.guide_accordion.selected_index = None
+
         toolbar = widgets.HBox([self.tool, self.undo_button, self.redo_button, self.clear_button,
                                 self.zoom_in_button, self.zoom_out_button, self.fit_button])
         sliders = widgets.HBox([self.brush_size, self.opacity, self.preview_opacity])
@@ -197,7 +212,7 @@ class BrushAnnotator(widgets.VBox):
         side = widgets.VBox([self.image_select, self.class_select, class_edit, self.counts],
                             layout=widgets.Layout(margin="0 0 0 12px"))
         parts = [toolbar, sliders, widgets.HBox([self.preview_enabled, self.preview_source]),
-                 widgets.HBox([self.canvas, side]), self.status, self.message]
+                 widgets.HBox([self.canvas, side]), self.status, self.message, self.guide_accordion]
         if self.channel_picker is not None:
             acc = widgets.Accordion(children=[self.channel_picker], titles=("Channels & display",))
             acc.selected_index = None
@@ -206,6 +221,8 @@ class BrushAnnotator(widgets.VBox):
         self._refresh_classes()
         self.render()
         self._update_counts()
+        if s.model is not None:  # a session that already previews a model: guide with it too
+            self.set_model(s.model)
         if self.preview_enabled.value:
             s.warm_preview()
 
@@ -238,10 +255,12 @@ class BrushAnnotator(widgets.VBox):
     # ------------------------------------------------------------------------------------------
 
     def render(self) -> None:
-        """Redraw the three layers for the current view."""
+        """Redraw every layer for the current view."""
         self._draw_image()
         self._draw_labels()
         self._draw_preview()
+        if self.guide is not None:
+            self.guide.draw()
         self._update_status()
 
     def _display_settings(self):
@@ -279,10 +298,14 @@ class BrushAnnotator(widgets.VBox):
                 layer.put_image_data(rgba, j0, i0)
 
     def _draw_preview(self) -> None:
+        """The overlay layer: the guided panel's chosen map when there is one, else the preview."""
         layer = self._layer(_PREVIEW)
         res = self._preview_result
         rgba = rect = None
-        if (res is not None and res.probs is not None and res.image == self.session.index
+        shown = self.guide.overlay_view(self.view) if self.guide is not None else None
+        if shown is not None:
+            rgba, rect = shown
+        elif (res is not None and res.probs is not None and res.image == self.session.index
                 and self.preview_enabled.value):
             colours = self.session.colours
             if len(colours) >= res.probs.shape[0]:
@@ -292,6 +315,27 @@ class BrushAnnotator(widgets.VBox):
             layer.clear()
             if rgba is not None:
                 layer.put_image_data(rgba, rect[2], rect[0])
+
+    def _draw_guide(self, boxes) -> None:
+        """Outline full-res boxes ``[(region, colour, text), ...]`` on the guide layer (text at the corner)."""
+        if not boxes and not self._guide_drawn:
+            return  # nothing shown and nothing to show: spare the browser a message per pan step
+        self._guide_drawn = bool(boxes)
+        layer = self._layer(_GUIDE)
+        h, w = self.view.canvas_shape
+        with _DRAW_LOCK, hold_canvas():
+            layer.clear()
+            for region, colour, text in boxes:
+                top, bottom, left, right = self.view.canvas_box(region)
+                if bottom < 0 or top > h or right < 0 or left > w:
+                    continue
+                layer.stroke_style = colour
+                layer.line_width = 2
+                layer.stroke_rect(left, top, right - left, bottom - top)
+                if text:
+                    layer.fill_style = colour
+                    layer.font = "bold 13px sans-serif"
+                    layer.fill_text(text, max(left, 0) + 3, max(top, 0) + 15)
 
     def _update_status(self) -> None:
         s = self.session
@@ -368,6 +412,7 @@ class BrushAnnotator(widgets.VBox):
         change = self.session.end_stroke()
         if change is not None and change.n_changed:
             self._update_counts()
+            self.guide.labels_changed()
             self.request_preview()
 
     def on_mouse_out(self, x: float, y: float) -> None:
@@ -461,6 +506,20 @@ class BrushAnnotator(widgets.VBox):
         self.render()
         self.request_preview()
 
+    def go_to(self, region, image=None) -> None:
+        """Centre the view on a full-res box ``(y0, y1, x0, x1)``, zoomed so all of it shows.
+
+        ``image`` (index or name) switches image first when it is not the current one.
+        """
+        s = self.session
+        if image is not None and image not in (s.index, s.names[s.index]):
+            self.select_image(image)
+            if image not in (s.index, s.names[s.index]):
+                return  # the switch failed; the message says why
+        self.view.center_on(*region)
+        self.render()
+        self.request_preview()
+
     def _after_edit(self, change) -> None:
         if change.message and not change.n_changed:
             self._say(change.message)
@@ -468,6 +527,7 @@ class BrushAnnotator(widgets.VBox):
         self._say(None)
         self._draw_labels(change.region)
         self._update_counts()
+        self.guide.labels_changed()
         self.request_preview()
 
     def undo(self) -> None:
@@ -520,9 +580,13 @@ class BrushAnnotator(widgets.VBox):
         self._class_action(self.session.delete_class, self.current_class, migrate_to=migrate_to, drop=bool(drop))
 
     def set_model(self, model) -> None:
-        """Show a trained deep-learning model's prediction as the overlay (None: back to the features)."""
+        """Show a trained deep-learning model's prediction as the overlay (None: back to the features),
+        and guide annotation with it (the "Guided annotation" panel)."""
         self._dl_model = model
         self.preview_source.disabled = model is None
+        self.guide.set_model(model)
+        if model is not None and self.guide_accordion.selected_index is None:
+            self.guide_accordion.selected_index = 0  # show what the model offers next
         if model is None:
             self.preview_source.value = "features"
             self.session.set_model(None)
@@ -603,6 +667,7 @@ class BrushAnnotator(widgets.VBox):
         self._say(None)
         self.view = display.Viewport(s.image.shape, self.view.canvas_shape)
         self._preview_result = None
+        self.guide.image_changed()
         self.render()
         self._update_counts()
         self.request_preview()
@@ -617,6 +682,7 @@ class BrushAnnotator(widgets.VBox):
             self._refresh_classes()
             self._draw_labels()
             self._update_counts()
+            self.guide.labels_changed()  # deleting a class relabels pixels
             self.request_preview()
         elif event == "error":
             self._say(info.get("message", ""), error=True)
