@@ -8,7 +8,7 @@ and prints the foreground IoU of both against the full ground truth, and their r
 Default image: a 512x512 synthetic 2-channel nuclei image with exact ground truth (no data leaves the
 repo). ``--image IMG --truth MASK`` runs on your own image (MASK: 0 = background, >0 = foreground).
 
-    python bench/sparse_strokes.py [--seconds 180] [--draws 3]
+    python bench/sparse_strokes.py [--seconds 180] [--draws 3] [--set weight_average=none ...]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=3, help="number of stroke draws")
     ap.add_argument("--image", help="your own image (else synthetic nuclei)")
     ap.add_argument("--truth", help="ground-truth mask for --image (>0 = foreground)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a TrainConfig field of the resolved recipe (JSON value), to compare variants")
     args = ap.parse_args()
     warnings.simplefilter("ignore", UserWarning)
 
@@ -56,6 +58,11 @@ def main() -> None:
         rf_iou = iou(rf.predict(norm) == 2, true_fg)
         rf_s = time.perf_counter() - t0
         cfg = pixlab.TrainConfig(time_limit_s=args.seconds, epochs=10_000, seed=draw)
+        if args.set:
+            import json
+            over = {k: json.loads(v) if v[:1] in "0123456789-[{tfn" else v
+                    for k, v in (item.split("=", 1) for item in args.set)}
+            cfg = cfg.resolved().replace(**over)
         t0 = time.perf_counter()
         model = pixlab.train([(img, labels)], cfg, class_names=["background", "nuclei"], progress=False)
         dl_s = time.perf_counter() - t0

@@ -43,8 +43,12 @@ def _json_safe(o):
     raise TypeError(type(o).__name__)
 
 
-def save_checkpoint(folder, net, opt, sched, epoch: int, history: list, best: dict, sampler_state: dict, cfg) -> None:
-    """Write a resumable checkpoint folder atomically (it replaces the previous one whole)."""
+def save_checkpoint(folder, net, opt, sched, epoch: int, history: list, best: dict, sampler_state: dict, cfg,
+                    ema=None) -> None:
+    """Write a resumable checkpoint folder atomically (it replaces the previous one whole).
+
+    ``ema``: the ``torch.optim.swa_utils.AveragedModel`` holding the weight average, if any.
+    """
     import torch
     from safetensors.torch import save_file
     from ._atomic import atomic_dir
@@ -52,6 +56,8 @@ def save_checkpoint(folder, net, opt, sched, epoch: int, history: list, best: di
     tensors = {f"net.{k}": v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     if best.get("state") is not None:
         tensors.update({f"best.{k}": v.contiguous() for k, v in best["state"].items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous().clone() for k, v in ema.state_dict().items()})
     opt_t, opt_s = _flatten_optimizer(opt)
     tensors.update(opt_t)
     tensors["torch_rng"] = torch.get_rng_state()
@@ -66,7 +72,7 @@ def save_checkpoint(folder, net, opt, sched, epoch: int, history: list, best: di
         (Path(tmp) / "checkpoint.json").write_text(text, encoding="utf-8")
 
 
-def load_checkpoint(folder, net, opt, sched) -> dict:
+def load_checkpoint(folder, net, opt, sched, ema=None) -> dict:
     """Restore network/optimizer/scheduler from a checkpoint folder; return the training state.
 
     ``folder`` may be the ``last`` folder itself or the checkpoint_dir holding it.
@@ -88,6 +94,12 @@ def load_checkpoint(folder, net, opt, sched) -> dict:
         raise ValueError(f"cannot read checkpoint '{folder}': {e}; it is damaged, resume from another "
                          f"checkpoint or train afresh") from None
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    if ema is not None:
+        ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if not ema_state:
+            raise ValueError(f"checkpoint '{folder}' has no weight average but the config asks for "
+                             f"weight_average='ema'; resume with the checkpoint's own config")
+        ema.load_state_dict(ema_state)
     opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     if sched is not None and meta.get("scheduler") is not None:
         sched.load_state_dict(meta["scheduler"])

@@ -70,6 +70,8 @@ class TrainConfig:
     validation_split: float = _f(0.2, "Fraction of strokes (connected labelled regions) per class held out for validation.", "training", min=0.0, max=0.9)
     early_stopping: bool = _f(True, "Stop when the monitored metric has not improved for `patience` epochs.", "training")
     patience: int = _f(10, "Epochs without improvement before early stopping.", "training", min=1, max=10000)
+    weight_average: str = _f("none", "'ema' keeps an exponential moving average of the weights and validates and saves that average (smooths the checkpoint-to-checkpoint swings of training from few strokes); 'none' uses the raw weights.", "training", choices=("none", "ema"))
+    ema_decay: float = _f(0.99, "Decay of the weight average per optimizer step (0.99 averages roughly the last 100 steps).", "training", min=0.5, max=0.99999)
     monitor: str = _f("val_loss", "Metric for early stopping and best-model selection.", "training", choices=("val_loss", "val_miou"))
     time_limit_s: float | None = _f(None, "Stop training after this many seconds (the best model is kept).", "training", min=1.0)
     # --- augmentation

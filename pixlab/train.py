@@ -484,6 +484,19 @@ def _pseudo_labels(samples, stats, n_classes, cfg):
         s.pseudo = lab
 
 
+def _default_threads(cfg) -> int:
+    """OpenMP threads for CPU training when ``cfg.num_threads`` is not set.
+
+    Standard recipe: leave a core to the batch-preparing thread; on 2 cores, two busy-waiting OpenMP
+    threads plus the loader thread (256 px tiles, v2 augmentation) ran 6x fewer steps than one OpenMP
+    thread (bench/train_step.py). cpu_quick: its 128 px batches take ~2 ms to prepare, so the loader
+    is idle almost all the time; all cores ran 1.8x more steps than cores-1 (112 vs 62 steps in 30 s
+    on 2 idle cores, bench/sparse_strokes.py setting).
+    """
+    n = os.cpu_count() or 2
+    return n if cfg.recipe == "cpu_quick" else max(1, n - 1)
+
+
 def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colours=None,
           callbacks: Iterable[Callable[[dict], object]] = (), cancel: threading.Event | None = None,
           checkpoint_dir=None, resume=None, init_from=None, progress: bool = True):
@@ -540,9 +553,7 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     t_start = time.monotonic()
     threads_before = torch.get_num_threads()
     if device == "cpu":
-        # Leave a core to the batch-preparing thread: on 2 cores, two busy-waiting OpenMP threads plus
-        # the loader thread ran 6x fewer steps in the same time than one OpenMP thread (bench/train_step.py).
-        torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 2) - 1))
+        torch.set_num_threads(cfg.num_threads or _default_threads(cfg))
     try:
         return _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, checkpoint_dir, resume,
                       init_from, progress, device, t_start)
@@ -626,6 +637,13 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     if enc_trainable:
         groups.append({"params": enc_trainable, "lr": cfg.learning_rate * cfg.encoder_lr_scale})
     opt = _make_optimizer(net, cfg, groups)
+    ema = None
+    if cfg.weight_average == "ema":
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        # use_buffers: BatchNorm running statistics are averaged with the weights, so the average is
+        # usable as is (no extra pass over the data to re-estimate them).
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    eval_net = ema.module if ema is not None else net
 
     tile = cfg.tile_size
     if cfg.patches_per_epoch:
@@ -654,7 +672,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     start_epoch = 0
     if resume is not None:
         from .checkpoint import load_checkpoint
-        st = load_checkpoint(resume, net, opt, sched)
+        st = load_checkpoint(resume, net, opt, sched, ema)
         start_epoch, history, best = st["epoch"], st["history"], st["best"]
         sampler.rng.bit_generator.state = st["sampler_state"]
         if rank:  # the checkpoint holds rank 0's tile stream; other ranks must not repeat it
@@ -685,7 +703,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
                      {**meta, "best_epoch": best["epoch"], "best_score": best["score"]})
 
     def validate():
-        net.eval()
+        eval_net.eval()
         cm = np.zeros((K, K), dtype=np.int64)
         loss_sum, loss_n = 0.0, 0
         with torch.inference_mode():
@@ -693,7 +711,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
                 chunk = val_tiles[j:j + cfg.batch_size]
                 x = torch.from_numpy(np.stack([c[0] for c in chunk])).to(device)
                 y = torch.from_numpy(np.stack([c[1] for c in chunk])).to(device)
-                logits = net(x).float()
+                logits = eval_net(x).float()
                 if (y >= 0).any():
                     ce = torch.nn.functional.cross_entropy(logits, y.clamp_min(0), reduction="none")[y >= 0]
                     loss_sum, loss_n = loss_sum + float(ce.sum()), loss_n + int(ce.numel())
@@ -737,6 +755,8 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
                 else:
                     loss.backward()
                     opt.step()
+                if ema is not None:
+                    ema.update_parameters(net)
                 if sched is not None and cfg.scheduler != "plateau":
                     sched.step()
                 losses.append(float(loss.item()))
@@ -759,6 +779,8 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
             break
         if world > 1:  # one set of BatchNorm statistics for validation and the saved weights
             _broadcast_buffers(net)
+            if ema is not None:
+                _broadcast_buffers(ema.module)
         val_loss, val_miou, val_iou = validate()
         if sched is not None and cfg.scheduler == "plateau":
             sched.step(val_loss)
@@ -772,7 +794,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         improved = best["score"] is None or (not math.isnan(score) and score < best["score"])
         if improved:
             best = {"score": float(score), "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}}
+                    "state": {k: v.detach().cpu().clone() for k, v in eval_net.state_dict().items()}}
             since_best = 0
         else:
             since_best += 1
@@ -787,7 +809,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
             from .checkpoint import save_checkpoint
             if (epoch + 1) % cfg.checkpoint_every == 0 or stopped:
                 save_checkpoint(Path(checkpoint_dir) / "last", net, opt, sched, epoch + 1, history, best,
-                                sampler.rng.bit_generator.state, cfg)
+                                sampler.rng.bit_generator.state, cfg, ema)
             if improved:
                 make_model(best["state"]).save(Path(checkpoint_dir) / "best")
         ok = emit({"event": "epoch", **rec, "best_epoch": best["epoch"]})

@@ -171,3 +171,38 @@ def test_model_records_training_intensities_for_shift_checks(tiny_cfg, fluo_samp
     img, labels, _, names = fluo_sample
     model = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=1), class_names=names, progress=False)
     assert model.metadata["intensity_stats"] is not None
+
+
+def test_weight_average_is_validated_and_returned(tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    kw = dict(class_names=names, progress=False)
+    # One optimizer step (4 tiles of batch 4), no averaging.
+    one = _weights(pixlab.train([(img, labels)], tiny_cfg.replace(epochs=1, patches_per_epoch=4), **kw))
+    # Six steps; an average that barely moves after copying the weights of the first step.
+    ema = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=3, weight_average="ema", ema_decay=0.99999), **kw)
+    raw = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=3), **kw)
+
+    def maxdiff(a, b):
+        return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+
+    assert maxdiff(_weights(ema), one) < 1e-4      # the returned model is the average...
+    assert maxdiff(_weights(raw), one) > 1e-3      # ...not the raw weights, which kept moving
+    ema_val = [h["val_loss"] for h in ema.history]
+    raw_val = [h["val_loss"] for h in raw.history]
+    assert max(ema_val) - min(ema_val) < 1e-4 < max(raw_val) - min(raw_val)  # validation saw the average
+
+
+def test_resume_restores_the_weight_average(tmp_path, tiny_cfg, fluo_sample):
+    img, labels, _, names = fluo_sample
+    cfg = tiny_cfg.replace(epochs=4, weight_average="ema", ema_decay=0.9)
+    full = pixlab.train([(img, labels)], cfg, class_names=names, progress=False)
+    ck = tmp_path / "ck"
+    pixlab.train([(img, labels)], cfg, class_names=names, checkpoint_dir=ck, progress=False,
+                 callbacks=[lambda ev: not (ev["event"] == "epoch" and ev["epoch"] == 1)])
+    resumed = pixlab.train([(img, labels)], cfg, class_names=names, resume=ck, progress=False)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    pixlab.train([(img, labels)], cfg.replace(weight_average="none"), class_names=names, progress=False,
+                 checkpoint_dir=tmp_path / "plain")
+    with pytest.raises(ValueError, match="no weight average"):
+        pixlab.train([(img, labels)], cfg, class_names=names, resume=tmp_path / "plain", progress=False)
