@@ -25,7 +25,7 @@ def fluo_sample():
     return img, labels, truth, ["background", "nuclei"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread: small networks on a shared 2-core machine run faster and steadier
     (OpenMP barrier contention made each tiny_unet forward 7-25x slower under load)."""

@@ -57,6 +57,18 @@ def test_resolved_cpu_quick_only_for_short_cpu_runs():
     quick = TrainConfig(device="cpu", time_limit_s=120).resolved()
     assert quick.recipe == "cpu_quick" and quick.architecture == "tiny_unet" and quick.pseudo_labels
     assert TrainConfig(device="cpu", time_limit_s=120, recipe="standard").resolved().architecture == "unet"
+    # the quick recipe averages its weights and uses the whole time budget; the guide's defaults do not
+    assert quick.weight_average == "ema" and quick.pseudo_balance and not quick.early_stopping
+    standard = TrainConfig(device="cpu").resolved()
+    assert standard.weight_average == "none" and standard.early_stopping
+
+
+def test_cpu_threads_all_cores_only_for_the_quick_recipe(monkeypatch):
+    import os
+    from pixlab.train import _default_threads
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert _default_threads(TrainConfig(device="cpu", time_limit_s=120).resolved()) == 8
+    assert _default_threads(TrainConfig(device="cpu").resolved()) == 7   # one core left to the loader
 
 
 def test_presets_and_field_info():

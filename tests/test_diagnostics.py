@@ -11,14 +11,7 @@ from pixlab import diagnostics as dx
 from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The 2 cores are shared: one intra-op thread is several times faster than two under load.
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: one intra-op thread
 
 
 def _cfg(**kw):

@@ -23,14 +23,7 @@ NAMES = ["background", "nuclei"]
 CANVAS = (64, 48)  # (width, height): smaller than the 96 x 128 images, so the view starts zoomed out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The 2 cores are shared: one intra-op thread is several times faster than two under load.
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: one intra-op thread
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,21 @@ def test_sparse_loss_ignores_unlabelled_pixels(tiny_cfg):
     assert not torch.allclose(base, sparse_loss(changed, target, pseudo, cfg, None))
 
 
+def test_balanced_pseudo_loss_weighs_classes_equally(tiny_cfg):
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 8, 8, generator=g)
+    target = torch.full((1, 8, 8), -1)          # no stroke: only pseudo-labels count
+    pseudo = torch.zeros((1, 8, 8), dtype=torch.long)
+    pseudo[0, :2, :3] = 1                       # 6 foreground pixels, 58 background
+    ce = F.cross_entropy(logits, pseudo, reduction="none")
+    cfg = tiny_cfg.replace(pseudo_labels=True, pseudo_weight=0.5)
+    plain = sparse_loss(logits, target, pseudo, cfg, None)
+    balanced = sparse_loss(logits, target, pseudo, cfg.replace(pseudo_balance=True), None)
+    assert torch.allclose(plain, 0.5 * ce.mean())
+    assert torch.allclose(balanced, 0.5 * (ce[pseudo == 0].mean() + ce[pseudo == 1].mean()) / 2)
+
+
 def test_split_strokes_holds_out_whole_strokes():
     lab = np.zeros((40, 40), np.uint8)
     for i in range(5):
