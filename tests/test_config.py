@@ -58,7 +58,8 @@ def test_resolved_cpu_quick_only_for_short_cpu_runs():
     assert quick.recipe == "cpu_quick" and quick.architecture == "tiny_unet" and quick.pseudo_labels
     assert TrainConfig(device="cpu", time_limit_s=120, recipe="standard").resolved().architecture == "unet"
     # the quick recipe averages its weights and uses the whole time budget; the guide's defaults do not
-    assert quick.weight_average == "ema" and quick.pseudo_balance and not quick.early_stopping
+    assert quick.weight_average == "ema" and quick.ema_decay == 0.995 and quick.pseudo_balance
+    assert not quick.early_stopping
     standard = TrainConfig(device="cpu").resolved()
     assert standard.weight_average == "none" and standard.early_stopping
 
@@ -84,3 +85,12 @@ def test_presets_and_field_info():
 
 def test_tiny_unet_never_asks_for_pretrained_weights():
     assert TrainConfig(architecture="tiny_unet").resolved().pretrained is False
+
+
+def test_cpu_quick_keeps_what_the_user_set():
+    quick = TrainConfig(device="cpu", time_limit_s=120, learning_rate=1e-4, loss="focal",
+                        architecture="fpn", pretrained=False).resolved()
+    assert quick.recipe == "cpu_quick"
+    assert quick.learning_rate == 1e-4 and quick.loss == "focal" and quick.architecture == "fpn"
+    assert quick.tile_size == 128 and quick.weight_average == "ema"  # left at defaults: the recipe's
+    assert quick.resolved() == quick  # resolving twice changes nothing
