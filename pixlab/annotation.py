@@ -233,6 +233,12 @@ def _flush_if_alive(ref) -> None:
             pass
 
 
+def _check_model(model) -> None:
+    """One error for anything that is not a model (None is allowed: no model)."""
+    if model is not None and not hasattr(model, "predict"):
+        raise ValueError(f"model must be a pixlab Model with a predict() method, got {type(model).__name__}")
+
+
 class AnnotationSession:
     """Brush annotation of one or several images.
 
@@ -1121,8 +1127,7 @@ class AnnotationSession:
 
     def set_model(self, model) -> None:
         """Use a trained :class:`pixlab.Model` for the preview (None goes back to the feature classifier)."""
-        if model is not None and not hasattr(model, "predict"):
-            raise ValueError(f"model must be a pixlab Model with a predict() method, got {type(model).__name__}")
+        _check_model(model)
         self._model = model
         self._model_cache.clear()
 
@@ -1362,8 +1367,7 @@ class AnnotationGuide:
 
     def set_model(self, model) -> None:
         """Analyse with ``model`` (a :class:`pixlab.Model`; None switches the guide off); drops every cache."""
-        if model is not None and not hasattr(model, "predict"):
-            raise ValueError(f"model must be a pixlab Model with a predict() method, got {type(model).__name__}")
+        _check_model(model)
         with self._lock:
             self._model = model
             self._probs = self._maps = self._overlay = self._report = None
