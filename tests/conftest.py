@@ -34,3 +34,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def offline_weights(tmp_path, monkeypatch):
+    """Empty weight caches under tmp_path; any download attempt fails the test."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("pixlab must never download weights")
+
+    monkeypatch.setattr(smp.encoders, "hf_hub_download", no_download)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)

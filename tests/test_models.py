@@ -20,18 +20,7 @@ HF_REPO = "models--smp-hub--resnet18.imagenet"
 HF_REVISION = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]["revision"]
 
 
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """Empty caches under tmp_path, and any attempt to download fails loudly."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("pixlab must never download weights")
-
-    monkeypatch.setattr(smp.encoders, "hf_hub_download", no_download)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+pytestmark = pytest.mark.usefixtures("offline_weights")  # conftest.py: empty caches, downloads fail
 
 
 @pytest.fixture(scope="module")
