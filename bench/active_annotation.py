@@ -3,8 +3,8 @@
 Simulated annotation rounds on an image with a known dense reference:
 
 1. start from a few strokes per class, train a tiny model (CPU, seconds);
-2. each round, add strokes (drawn from the reference with ``pixlab.active.strokes_in_box``) inside
-   ``--boxes`` boxes: the boxes ``pixlab.diagnostics.suggest_regions`` ranks first ("guided"), or
+2. each round, add strokes (drawn from the reference with ``pixlab.analysis.active.strokes_in_box``) inside
+   ``--boxes`` boxes: the boxes ``pixlab.analysis.diagnostics.suggest_regions`` ranks first ("guided"), or
    random boxes of the same size ("random"); retrain from scratch with the same seed; record the mean
    IoU of the whole-image prediction against the reference.
 
@@ -36,7 +36,7 @@ def _data(name: str):
 
 
 def _miou(model, img, truth) -> float:
-    from pixlab.diagnostics import confusion_matrix, metrics_from_confusion
+    from pixlab.analysis.diagnostics import confusion_matrix, metrics_from_confusion
     probs = model.predict(img)
     cm = confusion_matrix(truth, probs.argmax(0) + 1, len(model.class_names))
     return float(metrics_from_confusion(cm, model.class_names)["iou"].mean()), probs
@@ -56,7 +56,7 @@ def _random_boxes(rng, shape, box: int, n: int):
 def run(dataset="ihc", seeds=3, rounds=3, boxes=2, box=64, start_strokes=3, strokes_per_box=2, epochs=8,
         round_epochs=4, finetune=True):
     import pixlab
-    from pixlab.active import strokes_in_box, suggest_regions
+    from pixlab.analysis.active import strokes_in_box, suggest_regions
     from pixlab.datasets import strokes_from_mask
 
     img, truth, classes = _data(dataset)

@@ -70,7 +70,7 @@ def child(args) -> None:
     import torch  # noqa: F401  (the baseline includes torch, as the goal says)
 
     import pixlab
-    from pixlab.predict import predict_file
+    from pixlab.inference.predict import predict_file
 
     model = pixlab.load_model(args.model)
     gc.collect()
@@ -112,9 +112,9 @@ def main() -> None:
     import torch
 
     import pixlab
-    from pixlab.labels import default_colours
-    from pixlab.model import Model
-    from pixlab.models import build_network
+    from pixlab.labels.masks import default_colours
+    from pixlab.model.model import Model
+    from pixlab.nn.networks import build_network
 
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
-"""Batch inference: Dask (pixlab.cluster.predict_many) on a 2-worker LocalCluster vs serial.
+"""Batch inference: Dask (pixlab.inference.cluster.predict_many) on a 2-worker LocalCluster vs serial.
 
 Writes N synthetic 2-channel images, saves a small trained model, then times
-  * serial: ``pixlab.predict.predict_folder`` in this process (torch uses all its threads),
+  * serial: ``pixlab.inference.predict.predict_folder`` in this process (torch uses all its threads),
   * dask cold: ``predict_many`` starting its own LocalCluster (start-up, imports, model loads included),
   * dask warm: ``predict_many`` again on a running 2-worker cluster (``overwrite=True``),
 and prints the speed ratios serial / dask and the per-image overhead of Dask:
@@ -35,10 +35,10 @@ def main() -> None:
     from distributed import Client
 
     import pixlab
-    from pixlab.cluster import make_local_cluster, predict_many, summarize
+    from pixlab.inference.cluster import make_local_cluster, predict_many, summarize
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.predict import predict_folder
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.inference.predict import predict_folder
 
     with tempfile.TemporaryDirectory(prefix="pixlab-bench-dask-") as tmp:
         root = Path(tmp)

@@ -55,7 +55,7 @@ def main() -> None:
     np.testing.assert_allclose(m2.predict(img), p_gpu, atol=1e-3)
     print("save/load on GPU: predictions equal within 1e-3")
     try:
-        from pixlab.io import write_ome_tiff
+        from pixlab.image.io import write_ome_tiff
         big = np.tile(np.asarray(img.read()), (1, 4, 4))
         write_ome_tiff(out / "big.ome.tif", big, channel_names=img.channel_names)
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Sparse-stroke quality: pixlab's CPU recipe vs an ilastik-style random forest, same strokes.
 
 Makes ~12 short strokes per class from a ground-truth mask (three stroke draws), then
-  * fits the random forest on scikit-image ``multiscale_basic_features`` (pixlab.features), and
+  * fits the random forest on scikit-image ``multiscale_basic_features`` (pixlab.training.forest), and
   * trains pixlab with ``TrainConfig(time_limit_s=S)`` (on a CPU this selects the cpu_quick recipe),
 and prints the foreground IoU of both against the full ground truth, and their ratio.
 
@@ -39,8 +39,8 @@ def main() -> None:
     import torch
     import pixlab
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.features import FeatureClassifier
-    from pixlab.normalize import apply, compute_stats
+    from pixlab.training.forest import FeatureClassifier
+    from pixlab.image.normalize import apply, compute_stats
 
     if args.image:
         import imageio.v3 as iio

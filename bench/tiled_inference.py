@@ -81,13 +81,13 @@ def main() -> None:
     import torch
 
     import pixlab
-    from pixlab.labels import default_colours
-    from pixlab.model import Model
-    from pixlab.models import build_network
-    from pixlab.normalize import apply, compute_stats
-    from pixlab.onnx import compare_backends
-    from pixlab.predict import predict_file, tile_reader
-    from pixlab.tiling import tile_starts
+    from pixlab.labels.masks import default_colours
+    from pixlab.model.model import Model
+    from pixlab.nn.networks import build_network
+    from pixlab.image.normalize import apply, compute_stats
+    from pixlab.model.onnx import compare_backends
+    from pixlab.inference.predict import predict_file, tile_reader
+    from pixlab.inference.tiling import tile_starts
 
     work = OUT / "tiled_inference"
     work.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def main() -> None:
     model = Model(net, ["background", "tissue"], default_colours(2), img.channel_names, stats, cfg,
                   metadata={"inference_tile_size": args.tile}).to(args.device)
     if args.device.startswith("cuda") and args.batch <= 0:
-        from pixlab.predict import cuda_batch_size
+        from pixlab.inference.predict import cuda_batch_size
         args.batch = cuda_batch_size(model, args.tile, 3)
     args.batch = max(1, args.batch)
     step = max(1, round(args.tile * (1 - args.overlap)))

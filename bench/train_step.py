@@ -30,9 +30,9 @@ def main() -> None:
     import torch
     import pixlab
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.models import build_network
-    from pixlab.normalize import apply, compute_stats
-    from pixlab.train import (Sample, TileSampler, _collate, _Prefetcher, build_augmentation, sparse_loss,
+    from pixlab.nn.networks import build_network
+    from pixlab.image.normalize import apply, compute_stats
+    from pixlab.training.trainer import (Sample, TileSampler, _collate, _Prefetcher, build_augmentation, sparse_loss,
                               split_strokes)
 
     torch.manual_seed(0)

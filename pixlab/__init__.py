@@ -12,10 +12,10 @@ The public API::
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .config import TrainConfig, preset
-from .io import Image, open_image
+from pixlab.training.config import TrainConfig, preset
+from pixlab.image.io import Image, open_image
 # Imported eagerly: the submodule pixlab.train would otherwise shadow the function of the same name.
-from .train import train
+from pixlab.training.trainer import train
 
 try:
     __version__ = _version("pixlab")
@@ -28,15 +28,15 @@ __all__ = ["Image", "open_image", "TrainConfig", "preset", "train", "Model", "lo
 
 # Torch-heavy parts load on first use so `import pixlab` (and `pixlab --help`) stays quick.
 _LAZY = {
-    "Model": ("pixlab.model", "Model"),
-    "load_model": ("pixlab.bundle", "load_model"),
-    "predict_file": ("pixlab.predict", "predict_file"),
-    "predict_folder": ("pixlab.predict", "predict_folder"),
-    "predict_many": ("pixlab.cluster", "predict_many"),
+    "Model": ("pixlab.model.model", "Model"),
+    "load_model": ("pixlab.model.bundle", "load_model"),
+    "predict_file": ("pixlab.inference.predict", "predict_file"),
+    "predict_folder": ("pixlab.inference.predict", "predict_folder"),
+    "predict_many": ("pixlab.inference.cluster", "predict_many"),
     "datasets": ("pixlab.datasets", None),
     "diagnostics": ("pixlab.diagnostics", None),
-    "import_onnx": ("pixlab.interop", "import_onnx"),
-    "cross_validate": ("pixlab.crossval", "cross_validate"),
+    "import_onnx": ("pixlab.model.onnx_import", "import_onnx"),
+    "cross_validate": ("pixlab.training.crossval", "cross_validate"),
 }
 
 

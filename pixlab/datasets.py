@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import color, draw, filters, morphology
 
-from pixlab.io import Image, open_image
+from pixlab.image.io import Image, open_image
 
 __all__ = [
     "IHC_CLASSES",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pixlab.config import TrainConfig, advise
+from pixlab.training.config import TrainConfig, advise
 
 # n_tiles=500 and 16 GB keep the dataset-size and VRAM tables from changing the backbone choice.
 NEUTRAL = {"n_tiles": 500, "vram_gb": 16}

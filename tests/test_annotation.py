@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pixlab.annotation import MIN_RADIUS, AnnotationSession
-from pixlab.labels import load_labels, save_labels
+from pixlab.labels.masks import load_labels, save_labels
 
 
 def _session(shape=(40, 50), names=("bg", "fg"), **kw):
@@ -362,7 +362,7 @@ def test_preview_comes_from_the_model_after_training(fluo_sample):
 
 
 def test_large_images_are_previewed_at_a_coarser_level(monkeypatch, fluo_sample):
-    import pixlab.annotation as annotation
+    import pixlab.annotation.session as annotation
 
     img, labels, truth, names = fluo_sample
     ny, nx = img.shape[1:]

@@ -3,7 +3,7 @@
 Each row makes its bad input in a small shared workspace, then
 - API: the call raises one of pixlab's user-error types with a one-line message that names the problem
   (checked by a regular expression) and the value;
-- CLI (``pixlab.cli.main``, in-process for speed; two rows also run in a real process): exit status 2,
+- CLI (``pixlab.app.cli.main``, in-process for speed; two rows also run in a real process): exit status 2,
   exactly one stderr line ``pixlab: error: ...`` matching the same expression, no traceback;
 - both: the output folder holds exactly what it held before (no partial file, no temporary file).
 """
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import pixlab
-from pixlab.cli import main
+from pixlab.app.cli import main
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FileExistsError, NotADirectoryError)
 CLASSES = ["bg", "nuclei"]
@@ -49,8 +49,8 @@ def ws(tmp_path_factory):
     import tifffile
 
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.labels import save_labels
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.labels.masks import save_labels
 
     d = tmp_path_factory.mktemp("bad-inputs")
     img, truth = synthetic_fluorescence(shape=(64, 64), n_channels=2, n_nuclei=5, seed=2)
@@ -186,7 +186,7 @@ CASES = [
          lambda ws, out: ws.model.save(out / "file" / "model"), _train_cli(IMG, LAB, output="file/model"),
          prep=_make_file),
     Case("geojson-broken-geometry", ValueError, r"feature 0 \('bg'\) has a geometry that cannot be read",
-         lambda ws, out: __import__("pixlab.labels").labels.geojson_to_labels(ws.broken_geojson, (64, 64), CLASSES),
+         lambda ws, out: __import__("pixlab.labels.masks").labels.masks.geojson_to_labels(ws.broken_geojson, (64, 64), CLASSES),
          None),  # no command reads GeoJSON labels (train takes PNG/TIFF masks)
 ]
 

@@ -4,13 +4,13 @@ import sys
 import numpy as np
 import pytest
 
-from pixlab.cli import main
+from pixlab.app.cli import main
 
 
 def _write_sample(tmp_path):
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.labels import save_labels
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.labels.masks import save_labels
     img, truth = synthetic_fluorescence(shape=(64, 64), n_channels=2, n_nuclei=5, seed=2)
     write_ome_tiff(tmp_path / "img.ome.tif", img.read(), channel_names=img.channel_names)
     save_labels(tmp_path / "lab.png", strokes_from_mask(truth, strokes_per_class=3, seed=2))

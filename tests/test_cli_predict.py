@@ -12,11 +12,11 @@ import tifffile
 import torch
 
 import pixlab
-from pixlab.cli import main
-from pixlab.io import Image, write_ome_tiff
-from pixlab.labels import default_colours
-from pixlab.model import Model
-from pixlab.models import build_network
+from pixlab.app.cli import main
+from pixlab.image.io import Image, write_ome_tiff
+from pixlab.labels.masks import default_colours
+from pixlab.model.model import Model
+from pixlab.nn.networks import build_network
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -119,7 +119,7 @@ def test_scheduler_hands_the_batch_to_pixlab_cluster(model_dir, images, tmp_path
                      **kwargs)
         return [{"input": inputs[0], "status": "done"}, {"input": inputs[1], "status": "failed", "error": "x"}]
 
-    monkeypatch.setitem(sys.modules, "pixlab.cluster", types.SimpleNamespace(predict_many=predict_many))
+    monkeypatch.setitem(sys.modules, "pixlab.inference.cluster", types.SimpleNamespace(predict_many=predict_many))
     rc = run("--model", model_dir, "--input", images, "--output", tmp_path / "o", "--scheduler", "local",
              "--format", "ome-tiff", "geojson", "--backend", "onnxruntime")
     assert rc == 1 and "failed: " in capsys.readouterr().err

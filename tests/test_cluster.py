@@ -1,4 +1,4 @@
-"""pixlab.cluster: Dask batch inference (one task per image, model loaded once per worker)."""
+"""pixlab.inference.cluster: Dask batch inference (one task per image, model loaded once per worker)."""
 
 import os
 import shutil
@@ -13,10 +13,10 @@ import pytest
 from distributed import Client, WorkerPlugin
 
 import pixlab
-import pixlab.predict
-from pixlab import cluster
-from pixlab.cluster import make_local_cluster, predict_many
-from pixlab.predict import output_paths, predict_file
+import pixlab.inference.predict
+from pixlab.inference import cluster
+from pixlab.inference.cluster import make_local_cluster, predict_many
+from pixlab.inference.predict import output_paths, predict_file
 
 # Helpers below run on spawned Dask workers, which cannot import this test module: ship them by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -25,13 +25,13 @@ N_IMAGES = 4
 
 
 def _real_predict_file():
-    """pixlab.predict.predict_file as it was before a test replaced it on this worker."""
-    p = pixlab.predict
+    """pixlab.inference.predict.predict_file as it was before a test replaced it on this worker."""
+    p = pixlab.inference.predict
     return vars(p).get("_pixlab_test_orig") or p.predict_file
 
 
 class _UsePredictFile(WorkerPlugin):
-    """Make the workers' pixlab.predict.predict_file ``fn`` (None: the real one).
+    """Make the workers' pixlab.inference.predict.predict_file ``fn`` (None: the real one).
 
     A plugin (not client.run) so that workers restarted after a crash get it too.
     """
@@ -40,7 +40,7 @@ class _UsePredictFile(WorkerPlugin):
         self.fn = fn
 
     def setup(self, worker):
-        p = pixlab.predict
+        p = pixlab.inference.predict
         if "_pixlab_test_orig" not in vars(p):
             p._pixlab_test_orig = p.predict_file
         p.predict_file = self.fn or p._pixlab_test_orig
@@ -98,7 +98,7 @@ def _loads():
 def data(tmp_path_factory):
     """A tiny trained bundle and N_IMAGES small 2-channel OME-TIFFs."""
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
+    from pixlab.image.io import write_ome_tiff
     root = tmp_path_factory.mktemp("cluster")
     img, truth = synthetic_fluorescence(shape=(96, 96), n_channels=2, n_nuclei=8, seed=1)
     labels = strokes_from_mask(truth, strokes_per_class=6, radius=2, length=(6, 12), seed=1)

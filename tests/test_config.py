@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pixlab.config import PRESETS, TrainConfig, field_info, preset
+from pixlab.training.config import PRESETS, TrainConfig, field_info, preset
 
 
 def test_defaults_follow_the_guide_first_run():
@@ -66,7 +66,7 @@ def test_resolved_cpu_quick_only_for_short_cpu_runs():
 
 def test_cpu_threads_all_cores_only_for_the_quick_recipe(monkeypatch):
     import os
-    from pixlab.train import _default_threads
+    from pixlab.training.trainer import _default_threads
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert _default_threads(TrainConfig(device="cpu", time_limit_s=120).resolved()) == 8
     assert _default_threads(TrainConfig(device="cpu").resolved()) == 7   # one core left to the loader

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import pixlab
-import pixlab.crossval
-from pixlab.crossval import cross_validate
+import pixlab.training.crossval
+from pixlab.training.crossval import cross_validate
 from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
 
 NAMES = ["background", "nuclei"]
@@ -55,11 +55,11 @@ def test_images_folds_real_training(cfg):
 
 @pytest.mark.slow
 def test_spatial_blocks_scored_like_a_whole_image_prediction(monkeypatch, cfg):
-    from pixlab.diagnostics import confusion_matrix, metrics_from_confusion
+    from pixlab.analysis.diagnostics import confusion_matrix, metrics_from_confusion
 
     img, labels = _sample(5, (96, 96))
     model = pixlab.train([(img, labels)], cfg, NAMES, progress=False)
-    monkeypatch.setattr(pixlab.crossval, "train", lambda *a, **kw: model)  # one real model for every fold
+    monkeypatch.setattr(pixlab.training.crossval, "train", lambda *a, **kw: model)  # one real model for every fold
     table = cross_validate([(img, labels)], cfg, NAMES, folds=2, blocks=2)
     assert table.attrs["mode"] == "blocks"
     assert all(cell.startswith("block") for cell in table["held_out"].iloc[:2])
@@ -83,7 +83,7 @@ def test_block_bookkeeping(monkeypatch, cfg):
         trained_on.append(samples[0][1])
         return _Constant(samples)
 
-    monkeypatch.setattr(pixlab.crossval, "train", fake_train)
+    monkeypatch.setattr(pixlab.training.crossval, "train", fake_train)
     table = cross_validate([(img, labels)], cfg, NAMES, folds=3, blocks=(3, 2))
     total = 0
     for fold, train_labels in zip(table.attrs["folds"], trained_on):
@@ -111,7 +111,7 @@ def test_image_folds_score_each_held_out_image(monkeypatch, cfg):
         trained_on.append({id(img) for img, _ in train_samples})
         return _Constant(train_samples)
 
-    monkeypatch.setattr(pixlab.crossval, "train", fake_train)
+    monkeypatch.setattr(pixlab.training.crossval, "train", fake_train)
     table = cross_validate(samples, cfg, NAMES, folds=2, seed=3)
     for fold, images in zip(table.attrs["folds"], trained_on):
         held = [samples[i] for i in fold["test_items"]]

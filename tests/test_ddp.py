@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 import pixlab
-from pixlab.cli import main
+from pixlab.app.cli import main
 
 # Runs under torchrun in each rank: wraps train() and the two writers to log, per rank, the final
 # weights (hash per tensor) and every bundle/checkpoint that rank writes, then runs the real CLI.
 HELPER = textwrap.dedent('''
     import hashlib, json, os, sys
-    import pixlab.bundle, pixlab.checkpoint, pixlab.cli
-    train_mod = sys.modules["pixlab.train"]
+    import pixlab.model.bundle, pixlab.training.checkpoint, pixlab.app.cli
+    train_mod = sys.modules["pixlab.training.trainer"]
     rank = int(os.environ["RANK"])
     log = os.path.join(sys.argv[1], f"rank{rank}.jsonl")
 
@@ -33,8 +33,8 @@ HELPER = textwrap.dedent('''
             return orig(*a, **k)
         setattr(mod, name, wrapper)
 
-    wrap(pixlab.bundle, "save_model", "bundle")
-    wrap(pixlab.checkpoint, "save_checkpoint", "checkpoint")
+    wrap(pixlab.model.bundle, "save_model", "bundle")
+    wrap(pixlab.training.checkpoint, "save_checkpoint", "checkpoint")
     orig_train = train_mod.train
     def train(*a, **k):
         model = orig_train(*a, **k)
@@ -45,7 +45,7 @@ HELPER = textwrap.dedent('''
                buffers=[n for n, _ in model.network.named_buffers()])
         return model
     train_mod.train = train
-    sys.exit(pixlab.cli.main(sys.argv[2:]))
+    sys.exit(pixlab.app.cli.main(sys.argv[2:]))
 ''')
 
 
@@ -53,8 +53,8 @@ HELPER = textwrap.dedent('''
 def run_dir(tmp_path_factory):
     """Image, labels and a config file holding everything (relative paths)."""
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.labels import save_labels
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.labels.masks import save_labels
     d = tmp_path_factory.mktemp("ddp")
     (d / "data").mkdir()
     img, truth = synthetic_fluorescence(shape=(96, 96), n_channels=2, n_nuclei=8, seed=3)

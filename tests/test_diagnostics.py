@@ -1,4 +1,4 @@
-"""Tests for pixlab.diagnostics, pixlab.active and pixlab.shift (issue 6)."""
+"""Tests for pixlab.analysis.diagnostics, pixlab.analysis.active and pixlab.analysis.shift (issue 6)."""
 
 import math
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pixlab
-from pixlab import diagnostics as dx
+import pixlab.analysis.diagnostics as dx
 from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
 
 
@@ -68,7 +68,7 @@ def test_confusion_matrix_rejects_class_ids_out_of_range():
 
 # ------------------------------------------------------------------------------------------ evaluate
 def test_evaluate_separates_training_and_validation_strokes_like_the_trainer(trained):
-    from pixlab.train import split_strokes
+    from pixlab.training.trainer import split_strokes
     model, img, labels, _ = trained
     report = dx.evaluate(model, [(img, labels)])
     assert report.splits == ["all", "train", "validation"]
@@ -86,7 +86,7 @@ def test_evaluate_separates_training_and_validation_strokes_like_the_trainer(tra
 
 
 def test_evaluate_works_at_the_models_downsample_and_reports_full_resolution_tiles():
-    from pixlab.train import _downsample_labels
+    from pixlab.training.trainer import _downsample_labels
     img, truth = synthetic_fluorescence(shape=(128, 128), n_channels=1, n_nuclei=12, seed=4)
     labels = strokes_from_mask(truth, strokes_per_class=6, radius=2, length=(8, 14), seed=4)
     with warnings.catch_warnings():

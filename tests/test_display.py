@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pixlab import display
-from pixlab.io import Image, open_image
+from pixlab.image import display
+from pixlab.image.io import Image, open_image
 
 
 # ---------------------------------------------------------------------------------------------- colours

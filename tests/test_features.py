@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pixlab.features import FeatureClassifier, feature_margin, pixel_features
+from pixlab.training.forest import FeatureClassifier, feature_margin, pixel_features
 
 # Small and quick: a 96x96 image and 20 trees keep each fit + predict well under a second.
 SHAPE = (96, 96)
@@ -73,7 +73,7 @@ def test_region_features_equal_whole_image_features(region):
 
 
 def test_large_images_are_processed_in_bands(scene, monkeypatch):
-    import pixlab.features as features_module
+    import pixlab.training.forest as features_module
 
     image, labels, _ = scene
     expected = _classifier().fit(image, labels).predict_proba(image)

@@ -1,7 +1,7 @@
 """Guided annotation in the brush annotator (issue 6): suggested regions, map overlays, review lists.
 
 The annotator is driven from Python as in test_widgets.py; every expected value is computed
-independently with the core functions (pixlab.active / pixlab.diagnostics) on the same data.
+independently with the core functions (pixlab.analysis.active / pixlab.analysis.diagnostics) on the same data.
 """
 
 import warnings
@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 import pixlab
-from pixlab import active
-from pixlab import diagnostics as dx
+from pixlab.analysis import active
+import pixlab.analysis.diagnostics as dx
 from pixlab.annotation import AnnotationGuide, AnnotationSession
 from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-from pixlab.display import Viewport
-from pixlab.io import Image
+from pixlab.image.display import Viewport
+from pixlab.image.io import Image
 from pixlab.widgets import BrushAnnotator
 
 NAMES = ["background", "nuclei"]
@@ -175,7 +175,7 @@ def test_overlay_menu_shows_the_exact_map_overlay_at_every_zoom_and_caches_the_m
     assert calls["maps"] == 1                           # one per model and labels version, not per redraw
     g.overlay.value = "prediction"
     np.testing.assert_array_equal(
-        g.overlay_rgba()[0], pixlab.display.label_overlay(maps["prediction"], model.colours, 0.7))
+        g.overlay_rgba()[0], pixlab.image.display.label_overlay(maps["prediction"], model.colours, 0.7))
     a.preview_opacity.value = 0.3                       # the opacity slider recolours the overlay
     assert (g.overlay_rgba()[0][..., 3] == round(0.3 * 255)).all()
     g.overlay.value = "none"

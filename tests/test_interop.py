@@ -9,16 +9,16 @@ import pytest
 import torch
 
 import pixlab
-from pixlab.interop import OnnxModel, import_onnx
+from pixlab.model.onnx_import import OnnxModel, import_onnx
 
 DATA = Path(__file__).parent / "data"
 QUPATH_FILE = DATA / "qupath_annotations.geojson"
 
 
 def _export(network, path, in_channels, fixed_tile=None):
-    """ONNX file of ``network``: pixlab.onnx's export (dynamic sizes), or a fixed (1, C, T, T) input."""
+    """ONNX file of ``network``: pixlab.model.onnx's export (dynamic sizes), or a fixed (1, C, T, T) input."""
     if fixed_tile is None:
-        from pixlab.onnx import export_onnx
+        from pixlab.model.onnx import export_onnx
 
         return Path(export_onnx(network, path, in_channels=in_channels))
     with warnings.catch_warnings():
@@ -127,15 +127,15 @@ def test_save_and_reload_imported_model(trained, tmp_path):
 
 
 def test_diagnostics_and_predict_file_accept_imported_model(trained, tmp_path):
-    from pixlab.diagnostics import evaluate
-    from pixlab.predict import predict_file
+    from pixlab.analysis.diagnostics import evaluate
+    from pixlab.inference.predict import predict_file
 
     model, img, labels, onnx_path, _ = trained
     imported = import_onnx(onnx_path, model.class_names, **_declared(model, normalization=model.norm_stats))
     ours, theirs = evaluate(model, [(img, labels)], split=False), evaluate(imported, [(img, labels)], split=False)
     np.testing.assert_array_equal(theirs.confusion["all"], ours.confusion["all"])
     tif = tmp_path / "in.ome.tif"
-    pixlab.io.write_ome_tiff(tif, img.read(), channel_names=img.channel_names)
+    pixlab.image.io.write_ome_tiff(tif, img.read(), channel_names=img.channel_names)
     for backend in ("eager", "onnxruntime"):
         out = tmp_path / f"labels_{backend}.ome.tif"
         predict_file(imported, tif, out, output="labels", backend=backend)
@@ -151,7 +151,7 @@ def test_qupath_geojson_train_and_export_round_trip(tmp_path):
     import shapely
     from shapely.geometry import shape
 
-    from pixlab.labels import geojson_to_labels, labels_to_geojson
+    from pixlab.labels.masks import geojson_to_labels, labels_to_geojson
 
     names = ["Stroma", "Tumor", "Immune cells"]
     qupath = json.loads(QUPATH_FILE.read_text())

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from pixlab.io import Image, open_image, write_ome_tiff
+from pixlab.image.io import Image, open_image, write_ome_tiff
 
 
 @pytest.fixture

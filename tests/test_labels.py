@@ -7,7 +7,7 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from pixlab.labels import (
+from pixlab.labels.masks import (
     DEFAULT_COLOURS,
     annotation_warnings,
     default_colours,

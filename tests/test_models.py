@@ -5,7 +5,7 @@ import segmentation_models_pytorch as smp
 import torch
 from safetensors.torch import save_file
 
-from pixlab.models import (
+from pixlab.nn.networks import (
     ARCHITECTURES,
     ENCODERS,
     TORCH_HUB_FILES,

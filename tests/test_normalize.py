@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pixlab.io import Image, open_image, write_ome_tiff
-from pixlab.normalize import METHODS, apply, apply_torch, compute_stats, parse_method
+from pixlab.image.io import Image, open_image, write_ome_tiff
+from pixlab.image.normalize import METHODS, apply, apply_torch, compute_stats, parse_method
 
 
 @pytest.fixture

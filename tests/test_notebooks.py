@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pixlab
-from pixlab.runner import find_notebooks, notebook_parameters, run_notebooks
+from pixlab.app.runner import find_notebooks, notebook_parameters, run_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -75,7 +75,7 @@ def test_all_notebooks_run_headless_and_leave_their_artefacts(tmp_path, monkeypa
     images = json.loads((root / "images.json").read_text())
     assert images == [str(root / "images" / "ihc.tif")]
     img, strokes, classes = pixlab.datasets.sample_ihc()
-    from pixlab.labels import load_labels
+    from pixlab.labels.masks import load_labels
     np.testing.assert_array_equal(load_labels(root / "labels" / "ihc.labels.png"), strokes)
     # 02: a model bundle trained with the parameters, and the loss curve in the notebook and on disk
     model = pixlab.load_model(root / "model")

@@ -1,4 +1,4 @@
-"""pixlab.onnx: export with dynamic batch/H/W, ONNX Runtime backend matching Model.infer_batch."""
+"""pixlab.model.onnx: export with dynamic batch/H/W, ONNX Runtime backend matching Model.infer_batch."""
 
 import numpy as np
 import onnx
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import pixlab
-from pixlab.labels import default_colours
-from pixlab.model import Model
-from pixlab.models import build_network
-from pixlab.onnx import OnnxBackend, compare_backends, export_onnx, max_prob_difference
+from pixlab.labels.masks import default_colours
+from pixlab.model.model import Model
+from pixlab.nn.networks import build_network
+from pixlab.model.onnx import OnnxBackend, compare_backends, export_onnx, max_prob_difference
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

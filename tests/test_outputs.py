@@ -1,4 +1,4 @@
-"""pixlab.outputs: streamed pyramidal rasters, measurements, preview labels, GeoJSON, overlay."""
+"""pixlab.inference.outputs: streamed pyramidal rasters, measurements, preview labels, GeoJSON, overlay."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pixlab.outputs import (
+from pixlab.inference.outputs import (
     PreviewLabels,
     RasterWriter,
     _reduce_mean,
@@ -49,7 +49,7 @@ def test_streamed_ome_tiff_equals_the_data_and_its_block_mean_pyramid(tmp_path, 
             np.testing.assert_array_equal(level.asarray().reshape(expected.shape), expected)
         assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         assert tif.pages[0].is_tiled
-    from pixlab.io import open_image
+    from pixlab.image.io import open_image
     img = open_image(path)
     assert img.channel_names == [f"c{i}" for i in range(shape[0])] and img.pixel_size == (0.25, 0.5)
 

@@ -10,11 +10,11 @@ import tifffile
 import torch
 
 import pixlab
-from pixlab.io import Image, write_ome_tiff
-from pixlab.labels import default_colours
-from pixlab.model import Model
-from pixlab.models import build_network
-from pixlab.predict import predict_file, predict_folder
+from pixlab.image.io import Image, write_ome_tiff
+from pixlab.labels.masks import default_colours
+from pixlab.model.model import Model
+from pixlab.nn.networks import build_network
+from pixlab.inference.predict import predict_file, predict_folder
 
 CLASSES = ["background", "nuclei", "membrane"]
 STATS = {"method": "min_max", "per_channel": True, "offset": [0.0, 0.0], "scale": [4000.0, 4000.0], "clip": None}
@@ -246,7 +246,7 @@ def test_existing_output_is_refused_unless_overwrite(model, image_file, tmp_path
 
 @pytest.mark.parametrize("suffix, target", [(".ome.tif", "_TiffSpool"), (".ome.zarr", "_ZarrLevels")])
 def test_disk_full_mid_write_leaves_no_file_and_no_temp(model, image_file, tmp_path, monkeypatch, suffix, target):
-    import pixlab.outputs as outputs
+    import pixlab.inference.outputs as outputs
 
     cls = getattr(outputs, target)
     real_emit = cls.emit
@@ -309,7 +309,7 @@ def test_predict_folder_rejects_clashing_names_and_missing_inputs(model, image, 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_path_amp_and_batch_size_from_free_memory(image, image_file, tmp_path):
-    from pixlab.predict import cuda_batch_size
+    from pixlab.inference.predict import cuda_batch_size
 
     cpu = make_model()
     gpu = make_model().to("cuda")

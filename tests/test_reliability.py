@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import pixlab
-from pixlab.cli import main
+from pixlab.app.cli import main
 
 CLASSES = ["bg", "nuclei"]
 TINY = dict(architecture="tiny_unet", pretrained=False, tile_size=64, batch_size=4, patches_per_epoch=8,
@@ -42,8 +42,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*labelled pixels of class:UserW
 def data(tmp_path_factory):
     """A small image + strokes on disk, and a model trained on them."""
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.labels import save_labels
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.labels.masks import save_labels
 
     d = tmp_path_factory.mktemp("reliability")
     img, truth = synthetic_fluorescence(shape=(96, 96), n_channels=2, n_nuclei=8, seed=4)
@@ -178,7 +178,7 @@ def test_training_process_sigkilled_mid_training_leaves_loadable_checkpoint_and_
 def test_labels_write_failing_halfway_keeps_the_previous_file(tmp_path, monkeypatch, data):
     from PIL import Image as PILImage
 
-    from pixlab.labels import load_labels, save_labels
+    from pixlab.labels.masks import load_labels, save_labels
 
     path = tmp_path / "img.labels.png"
     save_labels(path, data["labels"])
@@ -222,7 +222,7 @@ def test_checkpoint_write_failing_halfway_keeps_the_previous_checkpoint(tmp_path
     import safetensors.torch
     import torch
 
-    from pixlab.checkpoint import load_checkpoint, save_checkpoint
+    from pixlab.training.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = pixlab.TrainConfig(**TINY, epochs=3)
     net = torch.nn.Conv2d(2, 2, 3)
@@ -301,9 +301,9 @@ def test_every_file_a_workflow_writes_goes_through_a_temporary_name(tmp_path, mo
     import safetensors.torch
 
     from pixlab.annotation import AnnotationSession
-    from pixlab.io import write_ome_tiff
-    from pixlab.labels import save_labels
-    from pixlab.runner import Project
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.labels.masks import save_labels
+    from pixlab.app.runner import Project
 
     root = tmp_path / "work"
     root.mkdir()
@@ -404,7 +404,7 @@ def test_same_seed_same_data_same_model_through_the_cli(tmp_path, data, capsys):
     assert json.loads((tmp_path / "m2" / "metadata.json").read_text())["data_fingerprint"] == fingerprint
 
     # Other training data -> another fingerprint (one stroke pixel less).
-    from pixlab.labels import save_labels
+    from pixlab.labels.masks import save_labels
     changed = data["labels"].copy()
     changed[tuple(np.argwhere(changed == 1)[0])] = 0
     save_labels(tmp_path / "changed.png", changed)

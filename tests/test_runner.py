@@ -1,4 +1,4 @@
-"""pixlab.runner and `pixlab run`: parameters checked before anything runs, project folder, failures.
+"""pixlab.app.runner and `pixlab run`: parameters checked before anything runs, project folder, failures.
 
 Tiny notebooks made here (no torch in the kernel) keep the kernel-running tests to a few seconds each.
 """
@@ -11,9 +11,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 import pixlab
-from pixlab import runner
-from pixlab.cli import main
-from pixlab.runner import NotebookError, Project, notebook_parameters, run_notebooks, validate_parameters
+from pixlab.app import runner
+from pixlab.app.cli import main
+from pixlab.app.runner import NotebookError, Project, notebook_parameters, run_notebooks, validate_parameters
 
 
 def make_notebook(path, params: str, *cells: str) -> Path:
@@ -168,7 +168,7 @@ def test_project_sample_images_labels_and_sidecar(tmp_path):
 def test_project_keeps_existing_labels_and_reports_missing_inputs(tmp_path):
     p = Project(tmp_path / "run")
     p.set_images("sample:ihc")
-    from pixlab.labels import load_labels, save_labels
+    from pixlab.labels.masks import load_labels, save_labels
     edited = load_labels(p.labels_dir / "ihc.labels.png")
     edited[:5, :5] = 1
     save_labels(p.labels_dir / "ihc.labels.png", edited)
@@ -185,7 +185,7 @@ def test_project_keeps_existing_labels_and_reports_missing_inputs(tmp_path):
 def test_labels_from_a_folder_win_over_the_sample_strokes(tmp_path):
     first = Project(tmp_path / "first")
     first.set_images("sample:ihc")
-    from pixlab.labels import load_labels, save_labels
+    from pixlab.labels.masks import load_labels, save_labels
     mine = load_labels(first.labels_dir / "ihc.labels.png")
     mine[100:110, 100:110] = 2  # a boundary stroke painted in another project
     save_labels(first.labels_dir / "ihc.labels.png", mine)
@@ -199,7 +199,7 @@ def test_labels_from_a_folder_win_over_the_sample_strokes(tmp_path):
 
 def test_project_without_labels_says_how_to_get_them(tmp_path):
     img = tmp_path / "cells.tif"
-    pixlab.io.write_ome_tiff(img, pixlab.datasets.synthetic_fluorescence((32, 32), 1, 3)[0])
+    pixlab.image.io.write_ome_tiff(img, pixlab.datasets.synthetic_fluorescence((32, 32), 1, 3)[0])
     p = Project(tmp_path / "run")
     p.set_images([tmp_path])  # a folder
     with pytest.raises(FileNotFoundError, match=r"no labels for any of the 1 image\(s\).*labels_from"):

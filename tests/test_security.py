@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import pixlab
-from pixlab.cli import main
+from pixlab.app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["bg", "nuclei"]
@@ -48,8 +48,8 @@ class _Evil:
 def trained(tmp_path_factory):
     """A bundle and a checkpoint folder written by ``pixlab train`` (the CLI), and its inputs."""
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.labels import save_labels
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.labels.masks import save_labels
 
     d = tmp_path_factory.mktemp("security")
     img, truth = synthetic_fluorescence(shape=(64, 64), n_channels=2, n_nuclei=5, seed=6)
@@ -150,7 +150,7 @@ def test_load_model_refuses_a_folder_of_pickles_and_pickles_posing_as_safetensor
 
 @pytest.mark.parametrize("suffix", [".pth", ".pt", ".torch"])
 def test_pretrained_weight_files_are_read_with_weights_only(evil, suffix):
-    from pixlab.models import build_network
+    from pixlab.nn.networks import build_network
 
     for f in evil["files"]:
         with pytest.raises(ValueError, match=r"is not a plain tensor state dict \(UnpicklingError\).*"
@@ -160,7 +160,7 @@ def test_pretrained_weight_files_are_read_with_weights_only(evil, suffix):
 
 
 def test_training_refuses_pickles_as_resume_checkpoint_and_init_from(evil, trained, tmp_path):
-    from pixlab.labels import load_labels
+    from pixlab.labels.masks import load_labels
 
     samples = [(trained / "img.ome.tif", load_labels(trained / "labels.png"))]
     cfg = pixlab.TrainConfig(**TINY)

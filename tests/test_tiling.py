@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from pixlab.tiling import blend_window, predict_tiled, tile_starts
+from pixlab.inference.tiling import blend_window, predict_tiled, tile_starts
 
 
 def _reader(image):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pixlab
-from pixlab.train import sparse_loss, split_strokes
+from pixlab.training.trainer import sparse_loss, split_strokes
 
 
 def _weights(model):

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 import pixlab
-from pixlab.config import PRESETS, preset
-from pixlab.models import (
+from pixlab.training.config import PRESETS, preset
+from pixlab.nn.networks import (
     WEIGHT_SETS,
     build_network,
     count_parameters,

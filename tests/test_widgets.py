@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pixlab.annotation import AnnotationSession
-from pixlab.config import PRESETS, TrainConfig, advise, field_info
-from pixlab.io import Image
+from pixlab.training.config import PRESETS, TrainConfig, advise, field_info
+from pixlab.image.io import Image
 from pixlab.widgets import BrushAnnotator, ChannelPicker, LossPlot, TrainForm, TrainPanel
 
 
@@ -166,7 +166,7 @@ def test_counts_table_and_warnings_update_after_strokes():
 def test_image_switcher_and_a_mismatched_labels_file(tmp_path):
     from PIL import Image as PILImage
 
-    from pixlab.labels import save_labels
+    from pixlab.labels.masks import save_labels
 
     PILImage.fromarray(_rgb((40, 50), 1)).save(tmp_path / "one.png")
     PILImage.fromarray(_rgb((30, 20), 2)).save(tmp_path / "two.png")
@@ -307,7 +307,7 @@ def test_form_has_a_control_for_every_field_and_round_trips_every_value():
 
 
 def test_new_config_fields_get_controls_without_form_code(monkeypatch):
-    import pixlab.config as config
+    import pixlab.training.config as config
 
     extra = [{"name": "mixup", "type": "float", "default": 0.2, "help": "new knob", "group": "augmentation",
               "choices": None, "min": 0.0, "max": 1.0},

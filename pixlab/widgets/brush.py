@@ -1,6 +1,6 @@
 """BrushAnnotator: paint class labels on images in JupyterLab (ipycanvas), with an instant preview.
 
-The widget only translates: canvas coordinates -> :class:`pixlab.display.Viewport` -> image
+The widget only translates: canvas coordinates -> :class:`pixlab.image.display.Viewport` -> image
 coordinates -> :class:`pixlab.annotation.AnnotationSession`. Each mouse move paints one segment in the
 session and redraws only the canvas pixels that segment changed; nothing here holds labels or logic.
 
@@ -17,7 +17,7 @@ import time
 import ipywidgets as widgets
 from ipycanvas import MultiCanvas, hold_canvas
 
-from pixlab import display
+from pixlab.image import display
 from pixlab.annotation import AnnotationSession, Change
 from pixlab.widgets.guide import GuidePanel
 
@@ -710,7 +710,7 @@ class PolygonTool(widgets.VBox):
 
     Needs ``ipyannotations`` (``pip install ipyannotations``; not a pixlab dependency). The polygons are
     drawn on a snapshot of the annotator's current view and mapped back to full-resolution image
-    coordinates through the same :class:`~pixlab.display.Viewport`; "Submit" fills them into the
+    coordinates through the same :class:`~pixlab.image.display.Viewport`; "Submit" fills them into the
     session (one undo step per polygon).
 
     Parameters

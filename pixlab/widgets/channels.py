@@ -7,8 +7,8 @@ from typing import Callable
 import ipywidgets as widgets
 import numpy as np
 
-from pixlab import display
-from pixlab.io import open_image
+from pixlab.image import display
+from pixlab.image.io import open_image
 
 __all__ = ["ChannelPicker"]
 

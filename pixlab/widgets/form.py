@@ -1,6 +1,6 @@
 """TrainForm: the hyperparameter form, generated from ``TrainConfig``'s field metadata.
 
-Nothing here names a TrainConfig field: controls come from :func:`pixlab.config.field_info` (type,
+Nothing here names a TrainConfig field: controls come from :func:`pixlab.training.config.field_info` (type,
 default, help, group, choices), so a new field appears in the form without form code. Validation is
 TrainConfig's own; its ValueError is shown next to the field it names.
 """
@@ -13,7 +13,7 @@ import re
 
 import ipywidgets as widgets
 
-from pixlab import config as _config
+from pixlab.training import config as _config
 
 __all__ = ["TrainForm"]
 
@@ -233,7 +233,7 @@ class TrainForm(widgets.VBox):
             self.apply_preset(change["new"])
 
     def apply_preset(self, name: str) -> None:
-        """Fill the form from a preset (see ``pixlab.config.PRESETS``)."""
+        """Fill the form from a preset (see ``pixlab.training.config.PRESETS``)."""
         try:
             cfg = _config.preset(name)
         except ValueError as e:

@@ -1,7 +1,7 @@
 """GuidePanel: the brush annotator's "Guided annotation" panel (where to brush next, maps, review).
 
 The panel only translates: every number comes from :class:`pixlab.annotation.AnnotationGuide` and every
-move of the view from :meth:`pixlab.display.Viewport.center_on`. It draws box outlines on the
+move of the view from :meth:`pixlab.image.display.Viewport.center_on`. It draws box outlines on the
 annotator's guide layer and hands the chosen map to the annotator's overlay layer.
 
 Handlers are plain methods (``refresh_suggestions()``, ``go_to_suggestion(k)``, ``check_labels()``,

@@ -124,7 +124,7 @@ class TrainPanel(widgets.VBox):
         return self._thread is not None and self._thread.is_alive()
 
     def _resolve_config(self):
-        from pixlab.config import TrainConfig
+        from pixlab.training.config import TrainConfig
 
         if self.form is not None:
             return self.form.config  # ValueError with the field's message when invalid
@@ -192,7 +192,7 @@ class TrainPanel(widgets.VBox):
 
     # ------------------------------------------------------------------------------------------
     def _worker(self, samples, cfg, names, colours) -> None:
-        from pixlab.train import train
+        from pixlab.training.trainer import train
 
         try:
             # catch_warnings is process-wide; while training runs, warnings land in the message area

@@ -28,7 +28,7 @@ ERASE_X = 330  # a vertical eraser drag through the middle of stroke A
 
 
 def _read_labels(path):
-    from pixlab.labels import load_labels
+    from pixlab.labels.masks import load_labels
 
     for _ in range(20):  # the file is replaced atomically; a read may race the rename on some filesystems
         try:
@@ -76,7 +76,7 @@ def _segments_mask(nb, canvas_points, shape, radius_extra: float):
 def annot(lab, page):
     """Notebook 01 opened, Run All done, brush canvas visible; returns a small namespace."""
     from pixlab.datasets import synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
+    from pixlab.image.io import write_ome_tiff
 
     img, _ = synthetic_fluorescence(shape=(256, 256), n_channels=2, n_nuclei=10, seed=5)
     image = lab.root / "cells.ome.tif"

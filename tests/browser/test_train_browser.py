@@ -48,8 +48,8 @@ def _field(page, name: str):
 def test_form_start_live_loss_plot_cancel_saves_the_best_model(lab, page):
     import pixlab
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.io import write_ome_tiff
-    from pixlab.runner import Project
+    from pixlab.image.io import write_ome_tiff
+    from pixlab.app.runner import Project
 
     # A project as notebook 01 leaves it: one image and its brush labels (+ class names) in labels/.
     img, truth = synthetic_fluorescence(shape=(128, 128), n_channels=2, n_nuclei=12, seed=1)

@@ -1,0 +1,196 @@
+"""The trained model: network + everything needed to apply it the way it was trained."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["Model"]
+
+
+class Model:
+    """A trained pixel classifier.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Maps (B, C, H, W) normalized float32 tiles to (B, K, H, W) logits.
+    class_names : list of str
+        ``class_names[k-1]`` is class ``k``; output channel ``k-1`` of ``predict`` is its probability.
+    colours : list of [r, g, b]
+        Display colour per class.
+    channel_names : list of str
+        Names of the input channels the network expects, in order.
+    norm_stats : dict
+        Normalization statistics from :func:`pixlab.image.normalize.compute_stats` (training-set statistics).
+    config : TrainConfig
+        The resolved configuration the model was trained with.
+    history : list of dict, optional
+        One dict per epoch (losses, metrics, learning rate, time).
+    metadata : dict, optional
+        Anything else recorded at training time (fingerprints, versions, split).
+    """
+
+    def __init__(self, network, class_names: Sequence[str], colours, channel_names: Sequence[str],
+                 norm_stats: dict, config, history: list | None = None, metadata: dict | None = None):
+        self.network = network
+        self.class_names = list(class_names)
+        self.colours = [list(map(int, c)) for c in colours]
+        self.channel_names = list(channel_names)
+        self.norm_stats = norm_stats
+        self.config = config
+        self.history = list(history or [])
+        self.metadata = dict(metadata or {})
+        self.network.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def device(self):
+        import torch
+        try:
+            return next(self.network.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+
+    @property
+    def inference_tile_size(self) -> int:
+        """Tile size used at inference (fully convolutional nets take larger tiles than training crops)."""
+        return int(self.metadata.get("inference_tile_size", self.config.tile_size))
+
+    def to(self, device) -> "Model":
+        """Move the network to ``device`` ('cpu', 'cuda', ...) and return self."""
+        self.network.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        c = self.config
+        arch = c.architecture if c.architecture == "tiny_unet" else f"{c.architecture}/{c.encoder}"
+        return (f"Model({arch}, classes={self.class_names}, "
+                f"channels={self.channel_names}, epochs_trained={len(self.history)})")
+
+    # ------------------------------------------------------------------ inference
+    def infer_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of normalized tiles.
+
+        Parameters
+        ----------
+        batch : ndarray, shape (B, C, H, W), float32
+
+        Returns
+        -------
+        ndarray, shape (B, K, H, W), float32
+            Softmax probabilities.
+        """
+        import torch
+        dev = self.device
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if dev.type == "cuda":
+            x = x.pin_memory().to(dev, non_blocking=True)
+        self.network.eval()
+        with torch.inference_mode():
+            if dev.type == "cuda" and self.config.amp:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = self.network(x)
+            else:
+                logits = self.network(x)
+            probs = torch.softmax(logits.float(), dim=1)
+        return probs.cpu().numpy()
+
+    def predict(self, image, *, tile_size: int | None = None, overlap: float | None = None,
+                batch_size: int | None = None, per_image_norm: bool | None = None) -> np.ndarray:
+        """Class probabilities for a whole image, tiled with smooth blending.
+
+        Parameters
+        ----------
+        image : Image, ndarray or path
+            Anything :func:`pixlab.open_image` accepts. Channels are matched to the model's by name
+            when the image has more channels than the model.
+        tile_size, overlap, batch_size : optional
+            Override the inference tile size, overlap fraction and batch size.
+        per_image_norm : bool, optional
+            Normalize with this image's own statistics instead of the training statistics
+            (default: the model's ``use_training_stats`` setting).
+
+        Returns
+        -------
+        ndarray, shape (K, Y, X), float32
+            ``probs[k-1]`` is the probability of class ``k``.
+        """
+        from pixlab.inference.predict import predict_image
+        return predict_image(self, image, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                             per_image_norm=per_image_norm)
+
+    def predict_labels(self, image, **kw) -> np.ndarray:
+        """Most probable class per pixel, (Y, X) uint8 with values 1..K."""
+        probs = self.predict(image, **kw)
+        return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+
+    def backend(self, name: str = "eager"):
+        """An inference backend for this model: an object with ``infer_batch`` like :meth:`infer_batch`.
+
+        Parameters
+        ----------
+        name : {"eager", "onnxruntime"}
+            ``"eager"`` returns the model itself (PyTorch; AMP and pinned memory on CUDA).
+            ``"onnxruntime"`` exports :attr:`network` to ONNX in memory and returns a
+            :class:`pixlab.model.onnx.OnnxBackend` (faster on CPUs). The session is made once and reused:
+            it is a snapshot of the weights at that moment.
+
+        Returns
+        -------
+        object
+            With ``infer_batch(batch) -> (B, K, H, W) float32`` probabilities.
+        """
+        if name == "eager":
+            return self
+        if name != "onnxruntime":
+            raise ValueError(f"backend must be 'eager' or 'onnxruntime', got {name!r}")
+        cached = self.__dict__.get("_onnx_backend")
+        if cached is None:
+            from pixlab.model.onnx import OnnxBackend
+            cached = self.__dict__["_onnx_backend"] = OnnxBackend(self)
+        return cached
+
+    def export_onnx(self, path, **kwargs) -> str:
+        """Export :attr:`network` to an ONNX file (dynamic batch, height and width; logits out).
+
+        See :func:`pixlab.model.onnx.export_onnx` for the options. Returns ``path``.
+        """
+        from pixlab.model.onnx import export_onnx
+        return export_onnx(self, path, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory) -> None:
+        """Write the bundle (model.safetensors + metadata.json) into ``directory`` atomically."""
+        from pixlab.model.bundle import save_model
+        save_model(self, directory)
+
+    @classmethod
+    def load(cls, directory) -> "Model":
+        """Read a bundle written by :meth:`save`."""
+        from pixlab.model.bundle import load_model
+        return load_model(directory)
+
+    def copy(self) -> "Model":
+        """A deep copy (network included)."""
+        import copy
+        return Model(copy.deepcopy(self.network), self.class_names, self.colours, self.channel_names,
+                     copy.deepcopy(self.norm_stats), self.config, copy.deepcopy(self.history),
+                     copy.deepcopy(self.metadata))
+
+    def summary(self) -> dict[str, Any]:
+        """A short description for reports and notebooks."""
+        best = self.metadata.get("best_epoch")
+        return {"architecture": self.config.architecture, "encoder": self.config.encoder,
+                "classes": self.class_names, "channels": self.channel_names,
+                "epochs_trained": len(self.history), "best_epoch": best,
+                "recipe": self.config.recipe}

@@ -1,0 +1,430 @@
+"""Training configuration: one dataclass that forms, profiles, presets, the CLI and papermill all produce.
+
+Defaults are the "first training run" settings of the QuPath DL pixel-classifier best-practice guide
+(UNet, resnet34, 50 epochs, batch 8, lr 1e-3, tile 512, pretrained, One Cycle, CE + Dice, early
+stopping). ``recipe="auto"`` swaps in a CPU-quick recipe only when training runs on a CPU under a short
+``time_limit_s``: there the number of optimizer steps matters more than capacity (see
+QUALITY-NOTES: a resnet34 UNet makes ~70 steps in 3 minutes on 2 cores and loses to a random forest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "PRESETS", "preset", "CONFIG_VERSION", "field_info", "advise", "IMAGE_TYPES"]
+
+CONFIG_VERSION = 1
+
+# Group names shown as sections by the hyperparameter form.
+GROUPS = ("model", "training", "augmentation", "normalization", "advanced")
+
+
+def _f(default, help: str, group: str, choices=None, min=None, max=None, **kw):
+    """A dataclass field with the metadata the form, the CLI and validation read."""
+    meta = {"help": help, "group": group, "choices": choices, "min": min, "max": max}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+HISTO_WEIGHTS = ("imagenet", "lunit-swav", "lunit-barlow", "kather100k", "tcga-brca-simclr")
+ARCH_CHOICES = ("unet", "unetplusplus", "deeplabv3plus", "deeplabv3", "fpn", "linknet", "pspnet",
+                "manet", "pan", "upernet", "segformer", "tiny_unet")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run, each with a default.
+
+    Field metadata (``help``, ``group``, ``choices``, ``min``, ``max``) drives the form, the CLI and
+    :meth:`validate`. See ``pixlab.training.config.field_info()``.
+    """
+
+    # --- model
+    architecture: str = _f("unet", "Network architecture (segmentation-models-pytorch name, or tiny_unet for quick CPU runs).", "model", choices=ARCH_CHOICES)
+    encoder: str = _f("resnet34", "Encoder backbone: resnet18/34/50, efficientnet-b0, or any smp encoder name.", "model")
+    pretrained: bool = _f(True, "Start the encoder from ImageNet (or histology) weights found offline; falls back to random init with a warning if none are found.", "model")
+    encoder_weights: str = _f("imagenet", "Which pretrained weights: 'imagenet', or a histology set for H&E at ~20x ('lunit-swav', 'lunit-barlow', 'kather100k', 'tcga-brca-simclr'; resnet50 only).", "model", choices=HISTO_WEIGHTS)
+    weights_path: str | None = _f(None, "Explicit pretrained encoder weight file (.safetensors, or a tensors-only .pth).", "model")
+    freeze_blocks: Any = _f("none", "Encoder blocks to freeze: 'none', 'all', a number N (first N blocks) or a list of block indices.", "model")
+    encoder_lr_scale: float = _f(1.0, "Learning-rate multiplier for the (unfrozen) encoder; < 1 fine-tunes it gently.", "model", min=0.0, max=1.0)
+    # --- training
+    epochs: int = _f(50, "Maximum number of epochs (early stopping usually ends sooner).", "training", min=1, max=100000)
+    batch_size: int = _f(8, "Tiles per optimizer step.", "training", min=1, max=1024)
+    learning_rate: float = _f(1e-3, "Peak learning rate.", "training", min=1e-7, max=1.0)
+    weight_decay: float = _f(1e-4, "AdamW weight decay.", "training", min=0.0, max=1.0)
+    optimizer: str = _f("adamw", "Optimizer.", "training", choices=("adamw", "adam", "sgd"))
+    scheduler: str = _f("one_cycle", "Learning-rate schedule.", "training", choices=("one_cycle", "cosine", "plateau", "none"))
+    loss: str = _f("ce_dice", "Loss on labelled pixels: cross-entropy, Dice, both, or focal.", "training", choices=("ce", "dice", "ce_dice", "focal"))
+    dice_weight: float = _f(0.5, "Weight of the Dice term in ce_dice.", "training", min=0.0, max=10.0)
+    focal_gamma: float = _f(2.0, "Focusing parameter of the focal loss.", "training", min=0.0, max=10.0)
+    class_weights: Any = _f(None, "Per-class loss weight multipliers: a list (one per class) or {class name: weight}; for unbalanced annotations.", "training")
+    tile_size: int = _f(512, "Tile (patch) size in pixels; a multiple of 32.", "training", min=32, max=8192)
+    tile_overlap: float = _f(0.25, "Overlap between neighbouring tiles at inference, as a fraction of the tile (0 to 0.5).", "training", min=0.0, max=0.5)
+    patches_per_epoch: int | None = _f(None, "Tiles sampled per epoch; default: enough to cover the labelled area (at least 4 batches).", "training", min=1, max=10**7)
+    stroke_focus: float = _f(0.5, "Fraction of training tiles centred on a labelled pixel (so every class is seen); the rest are random.", "training", min=0.0, max=1.0)
+    validation_split: float = _f(0.2, "Fraction of strokes (connected labelled regions) per class held out for validation.", "training", min=0.0, max=0.9)
+    early_stopping: bool = _f(True, "Stop when the monitored metric has not improved for `patience` epochs.", "training")
+    patience: int = _f(10, "Epochs without improvement before early stopping.", "training", min=1, max=10000)
+    weight_average: str = _f("none", "'ema' keeps an exponential moving average of the weights and validates and saves that average (smooths the checkpoint-to-checkpoint swings of training from few strokes); 'none' uses the raw weights.", "training", choices=("none", "ema"))
+    ema_decay: float = _f(0.99, "Decay of the weight average per optimizer step (0.99 averages roughly the last 100 steps).", "training", min=0.5, max=0.99999)
+    monitor: str = _f("val_loss", "Metric for early stopping and best-model selection.", "training", choices=("val_loss", "val_miou"))
+    time_limit_s: float | None = _f(None, "Stop training after this many seconds (the best model is kept).", "training", min=1.0)
+    # --- augmentation
+    augment: bool = _f(True, "Master switch for augmentation.", "augmentation")
+    flips: bool = _f(True, "Random horizontal/vertical flips.", "augmentation")
+    rotate90: bool = _f(True, "Random 90-degree rotations.", "augmentation")
+    color_jitter: bool = _f(False, "Random brightness/contrast changes (staining variation between slides).", "augmentation")
+    elastic: bool = _f(False, "Elastic deformation (tissue distortion artefacts); slower.", "augmentation")
+    # --- normalization
+    normalization: str = _f("percentile_99", "Intensity normalization.", "normalization", choices=("percentile_99", "min_max", "z_score", "fixed_range"))
+    per_channel: bool = _f(True, "Normalize each channel on its own (recommended for fluorescence).", "normalization")
+    fixed_range: Any = _f(None, "[min, max] for fixed_range normalization, e.g. [0, 4095] for 12-bit.", "normalization")
+    use_training_stats: bool = _f(True, "At inference, normalize with the training images' statistics (else each image's own).", "normalization")
+    channels: Any = _f(None, "Channels to use (names or indices); None = all.", "normalization")
+    downsample: float = _f(1.0, "Work at this downsample factor (2 = half resolution) for tissue-level features.", "normalization", min=1.0, max=64.0)
+    # --- advanced
+    recipe: str = _f("auto", "'standard' = the settings above; 'cpu_quick' = small UNet, 128 px tiles, pseudo-labels (for minutes on a CPU); 'auto' = cpu_quick only on a CPU with time_limit_s <= 900.", "advanced", choices=("auto", "standard", "cpu_quick"))
+    pseudo_labels: bool = _f(False, "Also learn from a random forest's confident predictions on unlabelled pixels (helps with few strokes).", "advanced")
+    pseudo_threshold: float = _f(0.8, "Minimum random-forest probability for a pseudo-label.", "advanced", min=0.5, max=1.0)
+    pseudo_weight: float = _f(0.3, "Loss weight of pseudo-labelled pixels.", "advanced", min=0.0, max=1.0)
+    pseudo_balance: bool = _f(False, "Average the pseudo-label loss per class, so the most frequent class (usually background) does not dominate it.", "advanced")
+    seed: int = _f(0, "Random seed; the same seed on a CPU gives the same model.", "advanced", min=0)
+    device: str = _f("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.", "advanced")
+    num_threads: int | None = _f(None, "CPU threads for PyTorch during training; default: all cores but one, which prepares the next batch (at least 1).", "advanced", min=1, max=1024)
+    amp: bool = _f(True, "Mixed precision (used on CUDA only).", "advanced")
+    checkpoint_every: int = _f(1, "Write the 'last' checkpoint every N epochs (when a checkpoint folder is given).", "advanced", min=1)
+    version: int = _f(CONFIG_VERSION, "Config format version.", "advanced")
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        """Check every value; raise one ValueError naming the field, the value and what is allowed."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            m = f.metadata
+            if v is None:
+                continue
+            if m.get("choices") is not None:
+                if not isinstance(v, str) or v.lower() not in m["choices"]:
+                    raise ValueError(f"TrainConfig.{f.name}={v!r} is not valid; choose one of {', '.join(m['choices'])}")
+                setattr(self, f.name, v.lower())
+            if isinstance(f.default, bool) and not isinstance(v, bool):
+                raise ValueError(f"TrainConfig.{f.name}={v!r} must be true or false")
+            if m.get("min") is not None or m.get("max") is not None:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"TrainConfig.{f.name}={v!r} must be a number")
+                if f.type in ("int", "int | None") and float(v) != int(v):
+                    raise ValueError(f"TrainConfig.{f.name}={v!r} must be a whole number")
+                if m.get("min") is not None and v < m["min"]:
+                    raise ValueError(f"TrainConfig.{f.name}={v!r} is below the minimum {m['min']}")
+                if m.get("max") is not None and v > m["max"]:
+                    raise ValueError(f"TrainConfig.{f.name}={v!r} is above the maximum {m['max']}")
+        if self.tile_size % 32:
+            lo, hi = self.tile_size // 32 * 32, (self.tile_size // 32 + 1) * 32
+            raise ValueError(f"TrainConfig.tile_size={self.tile_size} is not divisible by 32 (the encoder halves it 5 times); use {max(lo, 32)} or {hi}")
+        if self.normalization == "fixed_range":
+            fr = self.fixed_range
+            if fr is None or len(fr) != 2 or not float(fr[0]) < float(fr[1]):
+                raise ValueError(f"TrainConfig.fixed_range={fr!r} must be [min, max] with min < max when normalization is 'fixed_range', e.g. [0, 4095]")
+        fb = self.freeze_blocks
+        if not (fb in ("none", "all") or (isinstance(fb, int) and not isinstance(fb, bool) and fb >= 0)
+                or (isinstance(fb, (list, tuple)) and all(isinstance(i, int) for i in fb))):
+            raise ValueError(f"TrainConfig.freeze_blocks={fb!r} must be 'none', 'all', a number of blocks or a list of block indices")
+        if isinstance(fb, tuple):
+            self.freeze_blocks = list(fb)
+        # Histology weight sets are ResNet-50 checkpoints (pixlab.nn.networks.WEIGHT_SETS); only checked
+        # when they would be loaded, so a form can change the encoder and the weights one at a time.
+        if (self.encoder_weights != "imagenet" and self.pretrained and self.architecture != "tiny_unet"
+                and str(self.encoder).lower() != "resnet50"):
+            raise ValueError(f"TrainConfig.encoder_weights={self.encoder_weights!r} are ResNet-50 weights but encoder={self.encoder!r}; set encoder='resnet50' or encoder_weights='imagenet'")
+        cw = self.class_weights
+        if cw is not None and not isinstance(cw, (list, tuple, dict)):
+            raise ValueError(f"TrainConfig.class_weights={cw!r} must be a list (one weight per class) or a dict {{class name: weight}}")
+        if cw is not None:
+            vals = cw.values() if isinstance(cw, dict) else cw
+            if any((not isinstance(w, (int, float))) or w < 0 for w in vals):
+                raise ValueError(f"TrainConfig.class_weights={cw!r} must hold non-negative numbers")
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+            raise ValueError(f"TrainConfig.device={self.device!r} is not valid; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.version > CONFIG_VERSION:
+            raise ValueError(f"TrainConfig version {self.version} was written by a newer pixlab (this one reads up to {CONFIG_VERSION}); upgrade pixlab")
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a dict; unknown keys raise a ValueError listing them and the valid names."""
+        d = dict(d or {})
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            import difflib
+            hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, names, 1)) else repr(u) for u in unknown]
+            raise ValueError(f"unknown TrainConfig field(s) {', '.join(hints)}; valid fields: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path) -> None:
+        """Write as JSON or YAML (by suffix), atomically."""
+        from pixlab._atomic import atomic_write
+        path = Path(path)
+        with atomic_write(path, "w") as f:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+                yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+            else:
+                json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        """Read a JSON or YAML profile written by :meth:`save` (or by hand)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file '{path}' not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:  # parse errors of either library
+            raise ValueError(f"cannot parse config file '{path}': {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"config file '{path}' must hold a mapping of field names to values")
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_model(cls, directory) -> "TrainConfig":
+        """The configuration a saved model bundle was trained with ("load settings from model")."""
+        from pixlab.model.bundle import read_metadata
+        d = dict(read_metadata(directory)["config"])
+        # A weight file path is specific to the machine that trained the bundle; never follow it.
+        d["weights_path"] = None
+        return cls.from_dict(d)
+
+    # ------------------------------------------------------------------ resolution
+    def resolved_device(self) -> str:
+        """The concrete torch device string for ``device='auto'``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved(self) -> "TrainConfig":
+        """The configuration actually trained: 'auto' values made concrete.
+
+        ``recipe='auto'`` becomes 'cpu_quick' on a CPU with ``time_limit_s <= 900``, else 'standard'.
+        The cpu_quick recipe changes architecture, tile size, batch size, learning rate, loss,
+        pseudo-labels, weight averaging and early stopping to the recipe measured in QUALITY-NOTES and
+        bench/sparse_strokes.py, but only where a field still has its default value: what a user set
+        explicitly (e.g. ``learning_rate=1e-4``) is kept.
+        """
+        device = self.resolved_device()
+        recipe = self.recipe
+        if recipe == "auto":
+            quick = device == "cpu" and self.time_limit_s is not None and self.time_limit_s <= 900
+            recipe = "cpu_quick" if quick else "standard"
+        changes: dict[str, Any] = {"device": device, "recipe": recipe}
+        if self.architecture == "tiny_unet":
+            changes["pretrained"] = False  # our small UNet has no published weights
+        if recipe == "cpu_quick":
+            quick = dict(architecture="tiny_unet", tile_size=min(self.tile_size, 128),
+                         batch_size=8, learning_rate=3e-3, loss="ce", pseudo_labels=True,
+                         scheduler="none", freeze_blocks="none", stroke_focus=0.5,
+                         # bench/sparse_strokes.py, 3 stroke draws: the raw weights at lr 3e-3 scored
+                         # 0.80-0.86 IoU epoch to epoch where their average scored 0.88-0.95; the few
+                         # held-out strokes saturate within a minute, so picking by their mIoU (and
+                         # stopping early on it) kept epochs 1-5 of 45; their loss keeps falling.
+                         # Averaging ~200 steps (decay 0.995) beat ~100 (0.99): mean IoU 0.931 vs 0.916.
+                         weight_average="ema", ema_decay=0.995, pseudo_balance=True, monitor="val_loss",
+                         early_stopping=False,
+                         # longer epochs: validating after every 4 tiny steps cost a third of the time
+                         patches_per_epoch=self.patches_per_epoch or 128)
+            defaults = {f.name: f.default for f in fields(self)}
+            quick = {k: v for k, v in quick.items() if getattr(self, k) == defaults[k]}
+            if quick.get("architecture", self.architecture) == "tiny_unet":
+                quick["pretrained"] = False  # our small UNet has no published weights
+            changes.update(quick)
+        return self.replace(**changes)
+
+
+def field_info() -> list[dict]:
+    """Describe every TrainConfig field for generated forms and the CLI.
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "type", "default", "help", "group", "choices", "min", "max"}`` per field.
+    """
+    out = []
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append({"name": f.name, "type": f.type, "default": default, **f.metadata})
+    return out
+
+
+# Presets follow the guide's tables. Values not named keep the defaults (the guide's first run).
+# transfer_small = "very small dataset (<200 tiles)" row; transfer_medium = "200-1000 tiles" row
+# (freeze the first 2 blocks) with the first-run epochs/batch/lr; transfer_large = "large dataset
+# (>10000 tiles)" row. Freezing counts pixlab.nn.networks.encoder_blocks (ResNet: stem, layer1..layer4).
+PRESETS: dict[str, dict[str, Any]] = {
+    "first_run": {},
+    "transfer_small": {"pretrained": True, "encoder": "efficientnet-b0", "freeze_blocks": "all", "augment": True,
+                       "epochs": 200, "batch_size": 4, "learning_rate": 1e-3},
+    "transfer_medium": {"pretrained": True, "encoder": "resnet34", "freeze_blocks": 2,
+                        "epochs": 50, "batch_size": 8, "learning_rate": 1e-3},
+    "transfer_large": {"pretrained": True, "encoder": "resnet50", "freeze_blocks": "none",
+                       "epochs": 50, "batch_size": 16, "learning_rate": 5e-4},
+    "very_small_dataset": {"encoder": "efficientnet-b0", "freeze_blocks": "all", "augment": True, "epochs": 200, "batch_size": 4},
+    "large_dataset": {"encoder": "resnet50", "freeze_blocks": "none", "epochs": 50, "batch_size": 16, "learning_rate": 5e-4},
+    "cpu_quick": {"recipe": "cpu_quick", "time_limit_s": 180},
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A TrainConfig from a named preset (see ``PRESETS``), with optional overrides."""
+    key = name.lower().replace("-", "_").replace(" ", "_")
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return TrainConfig.from_dict({**PRESETS[key], **overrides})
+
+
+IMAGE_TYPES = ("he", "fluorescence", "multiplex", "spectral", "brightfield", "other")
+
+
+def advise(image_type: str, n_tiles: int, vram_gb: float | None = None, n_channels: int | None = None,
+           magnification: float | None = 20.0, base: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
+    """Recommend a TrainConfig from the guide's tables, with the reason for each change.
+
+    The three tables of the guide are applied in order, each able to override the previous one:
+    backbone by image type, then dataset size (freezing, epochs, batch), then GPU memory (encoder
+    and tile size at batch 8).
+
+    Parameters
+    ----------
+    image_type : {"he", "fluorescence", "multiplex", "spectral", "brightfield", "other"}
+        "he" = H&E brightfield; "multiplex" = multiplex IF (4+ channels). Aliases: "H&E", "IF",
+        "mIF", "hyperspectral".
+    n_tiles : int
+        Number of labelled training tiles (at the chosen tile size).
+    vram_gb : float, optional
+        GPU memory; None = no GPU (CPU training).
+    n_channels : int, optional
+        Input channels (default 3 for H&E/brightfield, 1 for fluorescence, 4 for multiplex).
+    magnification : float, optional
+        Objective magnification of H&E images (histology encoders were trained at ~20x); None =
+        unknown.
+    base : TrainConfig, optional
+        Settings to start from (default: the guide's first-run defaults).
+
+    Returns
+    -------
+    (TrainConfig, list of str)
+        The recommended configuration and one sentence per decision.
+
+    Examples
+    --------
+    >>> cfg, why = advise("fluorescence", n_tiles=150, vram_gb=8, n_channels=2)
+    >>> cfg.encoder, cfg.freeze_blocks
+    ('resnet34', 'all')
+    """
+    t = str(image_type).lower().replace("&", "").replace("-", "").replace(" ", "")
+    t = {"hande": "he", "h_e": "he", "if": "fluorescence", "mif": "multiplex", "hyperspectral": "spectral"}.get(t, t)
+    if t not in IMAGE_TYPES:
+        raise ValueError(f"image_type={image_type!r} is not known; choose one of {', '.join(IMAGE_TYPES)}")
+    from numbers import Integral, Real
+    if isinstance(n_tiles, bool) or not isinstance(n_tiles, Integral) or n_tiles < 0:
+        raise ValueError(f"n_tiles={n_tiles!r} must be a whole number >= 0 (labelled training tiles)")
+    if vram_gb is not None and (isinstance(vram_gb, bool) or not isinstance(vram_gb, Real) or not vram_gb > 0):
+        raise ValueError(f"vram_gb={vram_gb!r} must be a positive number of GB, or None for CPU training")
+    if n_channels is None:
+        n_channels = {"he": 3, "brightfield": 3, "fluorescence": 1, "multiplex": 4}.get(t, 3)
+    if isinstance(n_channels, bool) or not isinstance(n_channels, Integral) or n_channels < 1:
+        raise ValueError(f"n_channels={n_channels!r} must be a whole number >= 1 (image channels used)")
+    ch: dict[str, Any] = {}
+    why: list[str] = []
+    histo = False
+    # --- Backbone by image type
+    near_20x = magnification is not None and abs(magnification - 20) <= 5
+    if t == "he" and n_channels == 3 and near_20x:
+        ch.update(encoder="resnet50", encoder_weights="lunit-swav", pretrained=True)
+        why.append("H&E at ~20x: a histology-pretrained ResNet-50 (Lunit SwAV) was trained on this exact domain.")
+        histo = True
+    elif t == "he" and n_channels != 3:
+        ch.update(encoder="resnet34", encoder_weights="imagenet")
+        why.append(f"H&E with {n_channels} channels: histology weights expect 3 RGB channels, so ImageNet resnet34 is used.")
+    elif t == "he":
+        ch.update(encoder="resnet34", encoder_weights="imagenet")
+        mag = "unknown magnification" if magnification is None else f"{magnification:g}x"
+        why.append(f"H&E at {mag}: histology backbones were trained at 20x; ImageNet resnet34 is the safe fallback "
+                   "(try encoder='resnet50' with encoder_weights='lunit-swav' too).")
+    elif t in ("fluorescence", "multiplex", "spectral"):
+        ch.update(encoder="resnet34", encoder_weights="imagenet", per_channel=True)
+        why.append("Fluorescence/multi-channel: ImageNet edge and texture features transfer; H&E colour features do not. "
+                   "Per-channel normalization because channels have different intensity ranges.")
+        if n_channels >= 4:
+            why.append(f"{n_channels} channels: the first conv layer is adapted to {n_channels} inputs from the ImageNet weights.")
+        if n_channels >= 7:
+            why.append("7+ channels need more data: plan for at least 500-1000 tiles, and select only relevant channels.")
+    else:
+        ch.update(encoder="resnet34", encoder_weights="imagenet")
+        why.append(f"{t}: ImageNet resnet34 is the general-purpose starting point.")
+    # --- Dataset size -> freezing (and capacity)
+    if n_tiles < 200:
+        ch.update(freeze_blocks="all", epochs=200, batch_size=4, augment=True)
+        if not histo:
+            ch["encoder"] = "efficientnet-b0" if t not in ("fluorescence", "multiplex", "spectral") else "resnet34"
+        why.append(f"{n_tiles} tiles (<200): freeze the whole encoder ({ch['encoder']}), augment, 200 epochs at batch 4 "
+                   "(very small dataset).")
+    elif n_tiles < 1000:
+        ch.update(freeze_blocks=2)
+        why.append(f"{n_tiles} tiles (200-1000): freeze the first 2 encoder blocks.")
+    elif n_tiles < 5000:
+        ch.update(freeze_blocks=1)
+        why.append(f"{n_tiles} tiles (1000-5000): freeze the first encoder block.")
+    else:
+        ch.update(freeze_blocks="none", encoder="resnet50")
+        why.append(f"{n_tiles} tiles (>5000): unfreeze the encoder; resnet50 has the capacity to use them.")
+        if n_tiles > 10000:
+            ch.update(epochs=50, batch_size=16, learning_rate=5e-4)
+            why.append(">10000 tiles: batch 16 and lr 5e-4 (large dataset).")
+    # --- Compute resources (the guide's table is at batch 8)
+    if vram_gb is None:
+        why.append("No GPU: on a CPU keep time_limit_s short; with time_limit_s <= 900 pixlab switches to its CPU-quick recipe.")
+    elif vram_gb < 6:
+        ch.update(encoder="efficientnet-b0", tile_size=256, encoder_weights="imagenet")
+        why.append(f"{vram_gb:g} GB GPU memory: efficientnet-b0 with 256 px tiles fits at batch 8.")
+    elif vram_gb < 12:
+        if ch.get("encoder") == "resnet50":
+            ch["encoder"] = "resnet34"
+            ch["encoder_weights"] = "imagenet"
+        ch["tile_size"] = 512
+        why.append(f"{vram_gb:g} GB GPU memory: {ch['encoder']} (at most resnet34) with 512 px tiles at batch 8.")
+    elif vram_gb < 24:
+        ch["tile_size"] = 512
+        why.append(f"{vram_gb:g} GB GPU memory: resnet50 fits with 512 px tiles.")
+    else:
+        ch["tile_size"] = 1024 if n_tiles >= 1000 else 512
+        why.append(f"{vram_gb:g} GB GPU memory: tiles up to 1024 px fit at batch 8.")
+    if vram_gb is not None and vram_gb < 12 and ch.get("batch_size", 8) > 8:
+        ch["batch_size"] = 8
+        why.append(f"{vram_gb:g} GB GPU memory: batch 8 instead of 16 (the memory table is at batch 8).")
+    if ch.get("encoder") != "resnet50" and ch.get("encoder_weights", "imagenet") != "imagenet":
+        ch["encoder_weights"] = "imagenet"  # histology weight sets exist for resnet50 only
+    base_d = (base or TrainConfig()).to_dict()
+    return TrainConfig.from_dict({**base_d, **ch}), why
