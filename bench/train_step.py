@@ -32,8 +32,10 @@ def main() -> None:
     from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
     from pixlab.nn.networks import build_network
     from pixlab.image.normalize import apply, compute_stats
-    from pixlab.training.trainer import (Sample, TileSampler, _collate, _Prefetcher, build_augmentation, sparse_loss,
-                              split_strokes)
+    from pixlab.training.augmentation import build_augmentation, collate as _collate
+    from pixlab.training.losses import sparse_loss
+    from pixlab.training.samples import Sample, split_strokes
+    from pixlab.training.sampling import Prefetcher as _Prefetcher, TileSampler
 
     torch.manual_seed(0)
     cfg = pixlab.TrainConfig(architecture=args.arch, encoder=args.encoder, tile_size=args.tile,

@@ -492,7 +492,7 @@ def _prepare(model, samples):
     from pixlab.image.io import open_image
     from pixlab.labels.masks import load_labels, validate_labels
     from pixlab.inference.predict import match_channels
-    from pixlab.training.trainer import _downsample_labels
+    from pixlab.training.samples import downsample_labels
 
     if isinstance(samples, tuple) and len(samples) == 2 and not isinstance(samples[0], (list, tuple)):
         samples = [samples]  # one (image, labels) pair
@@ -512,14 +512,14 @@ def _prepare(model, samples):
                              f"strokes or pass the label file saved by the annotator")
         if ds > 1:
             img = img.downsampled(ds)
-            lab = _downsample_labels(lab, ds)[: img.shape[1], : img.shape[2]]
+            lab = downsample_labels(lab, ds)[: img.shape[1], : img.shape[2]]
         out.append((img, lab))
     return out
 
 
 def _training_split(model, prepared, split):
     """Train/validation label lists when ``prepared`` is the model's training data, else (None, note)."""
-    from pixlab.training.trainer import _fingerprint, split_strokes
+    from pixlab.training.samples import fingerprint as _fingerprint, split_strokes
 
     if split is False:
         return None, None
@@ -588,8 +588,8 @@ def _label_windows(labels: np.ndarray, block: int):
 
 
 def _thumb_labels(lab: np.ndarray, f: int) -> np.ndarray:
-    from pixlab.training.trainer import _downsample_labels
-    return _downsample_labels(lab, f) if f > 1 else lab
+    from pixlab.training.samples import downsample_labels
+    return downsample_labels(lab, f) if f > 1 else lab
 
 
 def evaluate(model, samples, split: bool | None = None, *, tile_size: int | None = None,

@@ -214,16 +214,6 @@ def _segment_mask(a, b, radius, y0, y1, x0, x1) -> np.ndarray:
     return d2 <= radius * radius
 
 
-def _block_max(labels: np.ndarray, f: int) -> np.ndarray:
-    """Downsample a sparse label mask by block maximum so thin strokes survive (as in pixlab.train)."""
-    if f <= 1:
-        return labels
-    ny, nx = labels.shape
-    py, px = -ny % f, -nx % f
-    padded = np.pad(labels, ((0, py), (0, px)))
-    return padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).max(axis=(1, 3))
-
-
 def _flush_if_alive(ref) -> None:
     session = ref()
     if session is not None:
@@ -1293,7 +1283,8 @@ class AnnotationSession:
             return PreviewResult(None, region=region, image=i,
                                  message="paint at least two classes to see the preview")
         f, (ly, lx), crop, norm = self._preview_input(i, img, region, labels)
-        lab = _block_max(labels, f)[:ly, :lx] if f > 1 else labels
+        from pixlab.training.samples import downsample_labels  # the trainer's rule, so preview = training
+        lab = downsample_labels(labels, f)[:ly, :lx] if f > 1 else labels
         lab = lab[crop[0]:crop[1], crop[2]:crop[3]]
         if len(np.unique(lab[lab > 0])) < 2:
             return PreviewResult(None, region=region, image=i,
