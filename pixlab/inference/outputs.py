@@ -12,9 +12,9 @@ memory never grows with the image size:
   streamed image cannot be written in its final order. Tiles are therefore compressed as they are
   finished (overlapping the network's compute) into a spool file beside the output, and at the end
   ``tifffile`` lays the already-encoded tiles out in page order: the final step is a byte copy.
-- :class:`LabelCounter` gives the measurements table (area per class, px and µm²),
-  :class:`PreviewLabels` a label map small enough to vectorise into QuPath GeoJSON and to draw the
-  overlay PNG.
+- :class:`PreviewLabels` gives a label map small enough to draw the overlay PNG. The measurements
+  table is :mod:`pixlab.inference.measurements`, GeoJSON :mod:`pixlab.inference.vectors` and
+  :mod:`pixlab.inference.objects` (both re-exported here).
 
 Every file goes through :mod:`pixlab._atomic`: a failure (disk full included) leaves no file under
 the final name and no temporary file behind.
@@ -23,7 +23,6 @@ the final name and no temporary file behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import tempfile
@@ -33,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from pixlab._atomic import atomic_dir, atomic_path, atomic_write, check_writable
+# Measurements and GeoJSON live in their own modules; re-exported here for existing imports.
+from pixlab.inference.measurements import LabelCounter, measurements_table, write_measurements
+from pixlab.inference.vectors import write_geojson
 
 __all__ = [
     "FORMATS",
@@ -463,70 +465,8 @@ class RasterWriter:
 
 
 # --------------------------------------------------------------------------------------------------
-# Measurements, preview labels, GeoJSON, overlay
+# Preview labels, overlay
 # --------------------------------------------------------------------------------------------------
-
-
-class LabelCounter:
-    """Pixels per class, counted band by band from probabilities (argmax) or label maps."""
-
-    def __init__(self, n_classes: int):
-        self.counts = np.zeros(n_classes + 1, dtype=np.int64)
-
-    def add(self, labels: np.ndarray) -> None:
-        """Count a (h, w) label band with values 1..K."""
-        self.counts += np.bincount(labels.ravel(), minlength=self.counts.size)[: self.counts.size]
-
-
-def measurements_table(counts, class_names, image_name, pixel_size=None, downsample=1.0):
-    """Area per class of one image as a pandas DataFrame.
-
-    Parameters
-    ----------
-    counts : sequence of int
-        Pixels per class at the prediction's resolution (index 0 unused, or length K).
-    class_names : list of str
-    image_name : str
-    pixel_size : (float, float), optional
-        µm per full-resolution pixel (y, x) of the input image.
-    downsample : float
-        Full-resolution pixels per prediction pixel, per axis (the model's training downsample).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``image, class, class_id, pixels, area_px, area_um2, fraction``; ``area_px`` is in
-        full-resolution pixels, ``area_um2`` is NaN when the image has no pixel size.
-
-    Examples
-    --------
-    >>> measurements_table([0, 30, 10], ["bg", "cells"], "a", (0.5, 0.5))[["class", "area_um2"]].values.tolist()
-    [['bg', 7.5], ['cells', 2.5]]
-    """
-    import pandas as pd
-
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.size == len(class_names) + 1:
-        counts = counts[1:]
-    total = max(int(counts.sum()), 1)
-    area_px = counts * float(downsample) ** 2
-    um2 = area_px * pixel_size[0] * pixel_size[1] if pixel_size is not None else np.full(counts.size, np.nan)
-    return pd.DataFrame({
-        "image": image_name,
-        "class": list(class_names),
-        "class_id": np.arange(1, len(class_names) + 1),
-        "pixels": counts,
-        "area_px": area_px,
-        "area_um2": um2,
-        "fraction": counts / total,
-    })
-
-
-def write_measurements(path, table) -> str:
-    """Write a measurements DataFrame as CSV, atomically; returns the path."""
-    with atomic_write(path, "w") as f:
-        table.to_csv(f, index=False)
-    return os.fspath(path)
 
 
 class PreviewLabels:
@@ -584,20 +524,6 @@ class PreviewLabels:
                 self.labels[y // f] = np.argmax(self._acc, axis=0) + 1
                 self._acc[:] = 0
         self._row += h
-
-
-def write_geojson(path, labels, class_names, colours, downsample=1.0, min_area=0) -> str:
-    """Vectorise a label map into a QuPath GeoJSON FeatureCollection, atomically.
-
-    Uses :func:`pixlab.labels.masks.labels_to_geojson` (rasterio + shapely); ``downsample`` scales the
-    coordinates to full-resolution pixels of the input image.
-    """
-    from pixlab.labels.masks import labels_to_geojson
-
-    gj = labels_to_geojson(labels, class_names, colours, downsample=float(downsample), min_area=min_area)
-    with atomic_write(path, "w") as f:
-        json.dump(gj, f)
-    return os.fspath(path)
 
 
 def _composite(img) -> np.ndarray:
