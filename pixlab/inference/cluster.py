@@ -324,7 +324,7 @@ def predict_many(model_dir, inputs, out_dir, client=None, scheduler=None, overwr
     """
     from pixlab._atomic import check_writable
     from pixlab.model.bundle import read_metadata
-    from pixlab.inference.predict import _check_formats, list_images, output_paths
+    from pixlab.inference.folders import _check_formats, list_images, output_paths
 
     if hasattr(model_dir, "network") and hasattr(model_dir, "save"):
         raise ValueError("predict_many needs the model folder, not a Model object: workers load the model "
@@ -376,7 +376,7 @@ def predict_many(model_dir, inputs, out_dir, client=None, scheduler=None, overwr
             if own_cluster is not None:
                 own_cluster.close()
     if "csv" in formats:
-        from pixlab.inference.predict import _gather_measurements
+        from pixlab.inference.folders import _gather_measurements
         _gather_measurements(out_dir, [t["csv"] for t in targets])
     return rows  # type: ignore[return-value]
 

@@ -1,0 +1,316 @@
+"""predict_file: one image file of any size in, streamed outputs (raster, measurements, GeoJSON, overlay) out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pixlab.inference.backends import BACKENDS, cuda_batch_size, get_backend
+from pixlab.inference.prepare import image_stats_for, match_channels, tile_reader, working_image
+
+__all__ = ["predict_file"]
+
+
+def _tiling(model, tile_size, overlap, batch_size, n_channels):
+    tile = int(tile_size or model.inference_tile_size)
+    ov = model.config.tile_overlap if overlap is None else overlap
+    if batch_size is None:
+        batch_size = cuda_batch_size(model, tile, n_channels) if model.device.type == "cuda" else 4
+    return tile, ov, int(batch_size)
+
+
+class _Writer:
+    """Runs ``consume(*item)`` on a background thread, fed through a small bounded queue.
+
+    The bound (a few bands) keeps memory flat when writing is slower than predicting. An error in
+    the thread is re-raised in the caller at its next :meth:`put` or at exit; after an error the
+    thread keeps draining (and discarding) the queue, so the caller can never block forever.
+    """
+
+    def __init__(self, consume, maxsize: int = 3):
+        self._consume = consume
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pixlab-writer", daemon=True)
+
+    def _run(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self._consume(*item)
+                except BaseException as e:  # handed to the caller thread
+                    self.error = e
+
+    def put(self, *item):
+        if self.error is not None:
+            raise self.error
+        self._queue.put(item)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
+        return False
+
+
+def _as_model(model):
+    if isinstance(model, (str, os.PathLike)):
+        from pixlab.model.bundle import load_model
+        return load_model(model)
+    if not hasattr(model, "infer_batch") or not hasattr(model, "class_names"):
+        raise ValueError(f"model must be a pixlab Model or a model folder, got {type(model).__name__}; "
+                         "load one with pixlab.load_model(folder)")
+    return model
+
+
+def _check_targets(targets: dict, overwrite: bool) -> None:
+    from pixlab._atomic import check_writable
+
+    for fmt, path in targets.items():
+        check_writable(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"output '{path}' already exists; pass overwrite=True (--overwrite) to "
+                                  "replace it, or choose another output name")
+        if path.is_dir() and fmt != "ome-zarr":
+            raise IsADirectoryError(f"output '{path}' is a folder; give a file name for the {fmt} output, "
+                                    f"or use predict_folder to write into a folder")
+
+
+def _side_path(value, out_path, fmt):
+    from pixlab.inference.outputs import derived_path
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        if out_path is None:
+            raise ValueError(f"{fmt} output requested with True but there is no out_path to name it after; "
+                             f"pass a file name instead of True")
+        return derived_path(out_path, fmt)
+    return Path(value)
+
+
+def predict_file(model, in_path, out_path=None, *, output: str = "probabilities", dtype: str = "uint8",
+                 measurements=False, geojson=False, overlay=False, overwrite: bool = False,
+                 backend: str = "eager", tile_size: int | None = None, overlap: float | None = None,
+                 batch_size: int | None = None, per_image_norm: bool | None = None,
+                 window: str = "gaussian", tiff_tile: int = 256, compression: str | None = "zlib",
+                 geojson_max_pixels: int = 2**24, overlay_max_side: int = 2048,
+                 progress: bool = False) -> dict:
+    """Predict a whole image file, streaming, and write the outputs asked for.
+
+    The input is read lazily tile by tile (plus overlap) at the model's training resolution (a
+    matching pyramid level when the file has one), normalised with the model's statistics, run
+    through the network in batches, blended (no seams) and written row band by row band, so memory
+    stays flat whatever the image size. Reading, writing and compression overlap the network.
+
+    Parameters
+    ----------
+    model : pixlab.Model or path
+        A model, or a model folder written by ``model.save``.
+    in_path : str, PathLike or Image
+        TIFF / OME-TIFF (read lazily), PNG/JPEG, or an :class:`pixlab.Image`.
+    out_path : str or PathLike, optional
+        Raster output: ``*.ome.tif`` (tiled, compressed, pyramidal OME-TIFF) or ``*.ome.zarr``
+        (OME-Zarr). Channel names are the class names (``["labels"]`` for a label map); the pixel
+        size is the input's times the model's downsample. None: side outputs only.
+    output : {"probabilities", "labels"}
+        Probabilities: one channel per class, ``probs[k-1]`` = class k. Labels: one uint8 channel,
+        argmax class ids 1..K.
+    dtype : {"uint8", "float16", "float32"}
+        Probability pixel type: uint8 holds ``round(255 p)``; float32 is exactly what
+        :meth:`pixlab.Model.predict` returns. Ignored for labels.
+    measurements, geojson, overlay : bool or path
+        Side outputs: area per class (CSV, one row per class: pixels, area in full-resolution px
+        and µm²), class polygons (QuPath GeoJSON FeatureCollection, coordinates in full-resolution
+        pixels) and an RGB overlay PNG. True names them after ``out_path``
+        (``x.measurements.csv``, ``x.geojson``, ``x.overlay.png``).
+    overwrite : bool
+        Replace existing outputs; otherwise an existing output raises FileExistsError before any
+        work is done.
+    backend : {"eager", "onnxruntime", "auto"}
+        See :func:`get_backend`.
+    tile_size, overlap, batch_size : optional
+        Network tile size, overlap fraction and tiles per batch (default: the model's; on a GPU
+        the batch size is chosen from free memory).
+    per_image_norm : bool, optional
+        Normalise with this image's own statistics (default: the model's setting).
+    window : {"gaussian", "cosine"}
+        Blending window.
+    tiff_tile : int
+        Tile / chunk size of the raster output.
+    compression : {"zlib", "zstd", "lzw", None}
+        Raster codec.
+    geojson_max_pixels : int
+        Polygons are traced on a label map of at most this many pixels: a larger prediction is
+        reduced by a power of two first (each preview pixel = the most probable class of its block),
+        and the GeoJSON says so through coarser outlines. The overlay uses the same map.
+    overlay_max_side : int
+        Longest side of the overlay PNG.
+    progress : bool
+        Show a tqdm progress bar over tiles.
+
+    Returns
+    -------
+    dict
+        ``outputs`` (format -> path written), ``shape`` (K, Y, X) of the raster, ``backend`` (name
+        used), ``tiles``, ``seconds``, ``measurements`` (pandas DataFrame or None) and
+        ``preview_downsample`` (full-resolution pixels per GeoJSON/overlay pixel).
+
+    Examples
+    --------
+    >>> pixlab.predict_file(model, "slide.ome.tif", "out/slide.ome.tif", measurements=True,
+    ...                     geojson=True)  # doctest: +SKIP
+    """
+    from pixlab.image.io import open_image
+    from pixlab.inference.outputs import DTYPES, OUTPUT_KINDS, raster_format
+
+    t_start = time.perf_counter()
+    model = _as_model(model)
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"output must be one of {list(OUTPUT_KINDS)}, got {output!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    targets = {}
+    if out_path is not None:
+        targets[raster_format(out_path)] = Path(out_path)
+    for fmt, value in (("csv", measurements), ("geojson", geojson), ("png", overlay)):
+        path = _side_path(value, out_path, fmt)
+        if path is not None:
+            targets[fmt] = path
+    if not targets:
+        raise ValueError("nothing to write: give out_path and/or measurements=/geojson=/overlay=")
+    _check_targets(targets, overwrite)
+
+    opened = open_image(in_path)
+    try:
+        return _predict_opened(model, opened, targets, output=output, dtype=dtype, backend=backend,
+                               tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                               per_image_norm=per_image_norm, window=window, tiff_tile=tiff_tile,
+                               compression=compression, geojson_max_pixels=geojson_max_pixels,
+                               overlay_max_side=overlay_max_side, progress=progress, t_start=t_start)
+    finally:
+        if opened is not in_path:  # close only what we opened
+            opened.close()
+
+
+def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, overlap, batch_size,
+                    per_image_norm, window, tiff_tile, compression, geojson_max_pixels,
+                    overlay_max_side, progress, t_start):
+    from tqdm.auto import tqdm
+
+    from pixlab.inference.outputs import LabelCounter, PreviewLabels, RasterWriter, measurements_table, to_output
+    from pixlab.inference.outputs import write_geojson, write_measurements
+    from pixlab.inference.tiling import _check_overlap, predict_tiled, tile_starts
+
+    img = match_channels(model, img)
+    work, ds = working_image(model, img)
+    stats = image_stats_for(model, img, per_image_norm)
+    tile, ov, bs = _tiling(model, tile_size, overlap, batch_size, work.n_channels)
+    height, width = work.shape[1:]
+    k = model.n_classes
+    step = max(1, round(tile * (1 - _check_overlap(ov))))
+    n_tiles = len(tile_starts(height, tile, step)) * len(tile_starts(width, tile, step))
+    read_tile = tile_reader(work, stats)
+
+    sample = None
+    if backend == "auto" and n_tiles >= 8:  # too few tiles to repay comparing the backends
+        sample = np.stack([read_tile(0, min(tile, height), 0, min(tile, width))])
+        if sample.shape[2:] != (tile, tile):
+            sample = None
+    engine = get_backend(model, backend, sample)
+
+    raster_fmt = next((f for f in ("ome-tiff", "ome-zarr") if f in targets), None)
+    labels_out = output == "labels"
+    counter = LabelCounter(k) if "csv" in targets else None
+    preview = (PreviewLabels.for_max_pixels(k, (height, width), geojson_max_pixels)
+               if "geojson" in targets or "png" in targets else None)
+    out_shape = (1 if labels_out else k, height, width)
+    out_dtype = np.uint8 if labels_out else np.dtype(dtype)
+    bar = tqdm(total=n_tiles, unit="tile", desc=img.name, disable=not progress, leave=False,
+               file=sys.stderr)
+
+    def infer(batch):
+        out = engine.infer_batch(batch)
+        bar.update(len(batch))
+        return out
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        writer = None
+        if raster_fmt is not None:
+            writer = stack.enter_context(RasterWriter(
+                targets[raster_fmt], out_shape, out_dtype,
+                ["labels"] if labels_out else model.class_names, kind=output, pixel_size=work.pixel_size,
+                colours=[[255, 255, 255]] if labels_out else model.colours, tile=tiff_tile,
+                compression=compression, name=img.name, display_max=k if labels_out else None))
+
+        def consume(y0, y1, probs):
+            labels = None
+            if counter is not None or labels_out:
+                labels = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+            if writer is not None:
+                writer.write(labels[None] if labels_out else to_output(probs, output, dtype))
+            if counter is not None:
+                counter.add(labels)
+            if preview is not None:
+                preview.add(probs)
+
+        with _Writer(consume) as band_writer:
+            predict_tiled(read_tile, (height, width), k, infer, tile=tile, overlap=ov, batch_size=bs,
+                          window=window, sink=band_writer.put)
+
+        table = None
+        if counter is not None:
+            table = measurements_table(counter.counts, model.class_names, img.name, img.pixel_size, ds)
+            write_measurements(targets["csv"], table)
+        preview_ds = None
+        if preview is not None:
+            preview_ds = preview.factor * ds
+            if "geojson" in targets:
+                write_geojson(targets["geojson"], preview.labels, model.class_names, model.colours,
+                              downsample=preview_ds)
+            if "png" in targets:
+                _write_overlay_for(targets["png"], work, preview, model.colours, overlay_max_side)
+    return {
+        "input": img.path or img.name,
+        "outputs": {fmt: os.fspath(p) for fmt, p in targets.items()},
+        "shape": out_shape,
+        "backend": engine.name,
+        "tiles": n_tiles,
+        "seconds": time.perf_counter() - t_start,
+        "measurements": table,
+        "preview_downsample": preview_ds,
+    }
+
+
+def _write_overlay_for(path, work, preview, colours, max_side):
+    """Overlay PNG from the preview label map and the image read at the same (or coarser) scale."""
+    from pixlab.inference.outputs import write_overlay
+
+    labels = preview.labels
+    step = 1
+    while max(-(-labels.shape[0] // step), -(-labels.shape[1] // step)) > max_side:
+        step *= 2
+    labels = labels[::step, ::step]
+    factor = preview.factor * step
+    # Image.downsampled uses a pyramid level when one matches, else a lazy block mean that dask
+    # computes chunk by chunk: the full-resolution image is never held in memory.
+    small = work.downsampled(factor) if factor > 1 else work
+    write_overlay(path, small.read(), labels, colours)
