@@ -32,6 +32,15 @@ def _fsync_dir(folder: Path) -> None:
 
 def _umask() -> int:
     # mkstemp/mkdtemp create owner-only files; written files should get the user's usual mode.
+    # Read it from /proc where possible: os.umask(0) + restore changes the whole process's umask for
+    # a moment, and background writers (the annotation autosave) would race other threads' files.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -52,11 +52,15 @@ def test_paint_is_clipped_at_the_border_and_a_stroke_outside_is_ignored_with_a_m
     c = s.paint([(-5, 10), (5, 10)], 1, radius=2)
     assert c.n_changed > 0 and c.region[0] == 0 and s.labels[0, 10] == 1
     before = s.labels.copy()
-    n_undo = len(s._undo.get(0, []))
+    n_undo = s.history.n_undo(0)
+    with pytest.raises(ValueError, match="outside image.*nothing was painted"):
+        s.paint([(-50, -50), (-40, -30)], 1, radius=3)    # a call of its own: wrong coordinates
+    s.begin_stroke()                                     # a drag that leaves the image: a message
     out = s.paint([(-50, -50), (-40, -30)], 1, radius=3)
     assert out.n_changed == 0 and "outside image" in out.message
+    assert s.end_stroke().n_changed == 0
     np.testing.assert_array_equal(s.labels, before)
-    assert len(s._undo.get(0, [])) == n_undo            # nothing to undo for an ignored stroke
+    assert s.history.n_undo(0) == n_undo                 # nothing to undo for an ignored stroke
     with pytest.raises(ValueError, match="points"):
         s.paint([(1, 2, 3)], 1)
     with pytest.raises(ValueError, match="NaN"):
@@ -75,8 +79,8 @@ def test_a_stroke_of_many_segments_is_one_undo_step_and_stores_only_diffs():
     painted = s.labels.copy()
     n = int((painted == 2).sum())
     assert change.n_changed == n
-    stroke = s._undo[0][-1]
-    assert sum(len(idx) for idx, _, _ in stroke.chunks) == n   # each pixel stored once, no image copy
+    stroke = s.history.last(0)
+    assert sum(e[2].size for e in stroke.edits) == n == stroke.n_changed   # each pixel stored once, no image copy
     s.undo()
     assert not s.labels.any()
     s.redo()
@@ -147,7 +151,7 @@ def test_undo_history_is_bounded():
     s = _session((30, 30), max_undo=3)
     for x in range(0, 30, 5):
         s.paint([(5, x)], 1, radius=1)
-    assert len(s._undo[0]) == 3
+    assert s.history.n_undo(0) == 3
 
 
 # ---------------------------------------------------------------------------------------------- classes
@@ -290,7 +294,7 @@ def test_in_memory_images_do_not_autosave_without_a_folder(tmp_path):
     s2.close()
     s3 = AnnotationSession(np.zeros((10, 10), np.uint8), ["a", "b"], labels_dir=tmp_path / "x", autosave=False)
     s3.paint([(2, 2)], 1)
-    assert s3._saver is None                              # no timer thread...
+    assert not s3.autosave_running                        # no timer thread...
     assert s3.flush() == [tmp_path / "x" / "image.labels.png"]   # ...but flush writes the edits
 
 
@@ -329,7 +333,7 @@ def test_preview_latest_request_wins(fluo_sample):
     img, labels, _, names = fluo_sample
     s = AnnotationSession(img, names, autosave=False)
     s.set_labels(labels)
-    with s._lock:  # the worker cannot read the labels yet, so the newer request arrives during the older fit
+    with s.lock:  # the worker cannot read the labels yet, so the newer request arrives during the older fit
         older = s.preview_async()
         newer = s.preview_async(region=(0, 48, 0, 48))
     a, b = older.result(60), newer.result(60)
@@ -362,13 +366,13 @@ def test_preview_comes_from_the_model_after_training(fluo_sample):
 
 
 def test_large_images_are_previewed_at_a_coarser_level(monkeypatch, fluo_sample):
-    import pixlab.annotation.session as annotation
+    import pixlab.annotation.preview as annotation
 
     img, labels, truth, names = fluo_sample
     ny, nx = img.shape[1:]
     # Features cost 4 bytes x 4 filters x 5 sigmas x channels per pixel; a budget of a third of the
     # image's features forces a downsample of 2.
-    monkeypatch.setattr(annotation, "_PREVIEW_FEATURE_BYTES", ny * nx * 4 * 4 * 5 * img.n_channels // 3)
+    monkeypatch.setattr(annotation, "PREVIEW_FEATURE_BYTES", ny * nx * 4 * 4 * 5 * img.n_channels // 3)
     s = AnnotationSession(img, names, autosave=False)
     s.set_labels(labels)
     r = s.preview()
