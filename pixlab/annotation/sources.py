@@ -7,20 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "collect_sources", "unique_names", "image_stem", "list_folder", "is_label_file"]
+from pixlab.image.formats import IMAGE_SUFFIXES, stem  # one list of what open_image reads
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".btf", ".svs", ".ndpi", ".scn", ".qptiff")
+__all__ = ["IMAGE_SUFFIXES", "collect_sources", "unique_names", "image_stem", "list_folder", "is_label_file"]
 
 
 def image_stem(path) -> str:
     """File name without its image suffix (``a.ome.tif`` -> ``a``), the key of its labels file."""
-    from pixlab.image.io import PIL_SUFFIXES, TIFF_SUFFIXES
-
-    name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.btf") + TIFF_SUFFIXES + PIL_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
+    return stem(path)
 
 
 def is_label_file(name: str) -> bool:
@@ -32,7 +26,8 @@ def is_label_file(name: str) -> bool:
 def list_folder(folder: Path) -> list[Path]:
     """The image files of a folder, sorted by name (labels files and hidden files left out)."""
     files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+                   if (p.is_file() or p.suffix.lower() == ".zarr") and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_SUFFIXES
                    and not is_label_file(p.name))
     if not files:
         raise FileNotFoundError(

@@ -675,6 +675,8 @@ class Viewport:
     def render_labels(self, labels, colours, opacity=0.5, region=None):
         """RGBA of the full-res ``labels`` for the canvas pixels showing ``region`` (default: all visible).
 
+        ``labels`` is a ``(Y, X)`` array or a :class:`pixlab.labels.store.LabelStore`.
+
         Returns
         -------
         (rgba, rect) or (None, None)
@@ -682,6 +684,9 @@ class Viewport:
         rect = self.canvas_rect(region)
         if rect is None:
             return None, None
+        if not isinstance(labels, np.ndarray) and hasattr(labels, "painted_chunks"):
+            # A chunked label store (whole slides): sample only its painted chunks, no dense array.
+            return label_overlay(labels.take(*self._indices(rect)), colours, opacity), rect
         return label_overlay(self.take(labels, rect), colours, opacity), rect
 
     def render_probabilities(self, probs, colours, origin=(0, 0), factor=1, opacity=0.5):

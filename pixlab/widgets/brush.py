@@ -286,7 +286,8 @@ class BrushAnnotator(widgets.VBox):
     def _draw_labels(self, region=None) -> None:
         """Redraw the label layer where ``region`` (full-res) is shown; everything when None."""
         s = self.session
-        rgba, rect = self.view.render_labels(s.labels, s.colours, self.opacity.value, region)
+        with s.lock:  # the store, not an array copy: whole slides redraw only their painted chunks
+            rgba, rect = self.view.render_labels(s.label_store(), s.colours, self.opacity.value, region)
         layer = self._layer(_LABELS)
         with _DRAW_LOCK, hold_canvas():
             if region is None:
