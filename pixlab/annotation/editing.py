@@ -3,13 +3,12 @@
 Every edit goes through one primitive, :meth:`EditingMixin.paint_mask`-style writing of a boolean mask
 at a full-resolution offset into the image's :class:`~pixlab.labels.store.LabelStore`: it records
 only the pixels that change (per chunk-sized piece, see :mod:`pixlab.annotation.history`), so a
-stroke costs the same on a 512-px tile and on a 100,000-px slide. The shape tools build on
-:meth:`~EditingMixin.paint_mask`.
+stroke costs the same on a 512-px tile and on a 100,000-px slide. The polygon, box and points tools
+(:mod:`pixlab.annotation.regions`) write through it too.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,8 +187,8 @@ class EditingMixin:
         """Set the pixels of a boolean ``mask`` placed at full-res ``origin`` ``(y, x)`` to a class (0 erases).
 
         One undoable step (or part of the open stroke). The parts of the mask outside the image are
-        clipped; a mask entirely outside raises ``ValueError``. This is what shape tools (polygons,
-        boxes) call after rasterising their shape.
+        clipped; a mask entirely outside raises ``ValueError``. (The polygon, box and points tools use
+        :meth:`~pixlab.annotation.regions.RegionsMixin.fill_shape`, which writes tile by tile.)
         """
         k = 0 if class_id == 0 else self.class_id(class_id)
         mask = np.asarray(mask, bool)
@@ -210,28 +209,6 @@ class EditingMixin:
                 if part.edits:
                     self._stroke.bbox = _union(self._stroke.bbox, part.bbox)
                 return self._finish(part, own=False)
-            return self._finish(part, own=True)
-
-    def fill_polygon(self, vertices, class_id, image=None) -> Change:
-        """Fill a polygon (full-res ``(y, x)`` vertices) with a class, as one undoable stroke."""
-        from skimage.draw import polygon2mask
-
-        pts = check_points(vertices)
-        if len(pts) < 3:
-            raise ValueError(f"a polygon needs at least 3 vertices, got {len(pts)}")
-        k = self.class_id(class_id)
-        i = self.index_of(image)
-        ny, nx = self.label_store(i).shape
-        y0, x0 = max(0, int(math.floor(pts[:, 0].min()))), max(0, int(math.floor(pts[:, 1].min())))
-        y1, x1 = min(ny, int(math.ceil(pts[:, 0].max())) + 1), min(nx, int(math.ceil(pts[:, 1].max())) + 1)
-        if y1 <= y0 or x1 <= x0:
-            return Change(i, None, 0, f"polygon is outside image '{self.names[i]}'; ignored")
-        mask = polygon2mask((y1 - y0, x1 - x0), pts - [y0, x0])
-        if not mask.any():
-            return Change(i, None, 0, f"polygon is outside image '{self.names[i]}'; ignored")
-        with self.lock:
-            part = Stroke(i)
-            self._write_mask(part, i, y0, x0, mask, k)
             return self._finish(part, own=True)
 
     def set_labels(self, labels, image=None) -> Change:

@@ -35,6 +35,7 @@ from pixlab.annotation.editing import EditingMixin
 from pixlab.annotation.history import History
 from pixlab.annotation.counts import CountsMixin
 from pixlab.annotation.preview import PreviewMixin, Previewer
+from pixlab.annotation.regions import RegionsMixin
 from pixlab.annotation.sources import collect_sources, unique_names
 from pixlab.labels.store import LabelStore
 
@@ -50,7 +51,7 @@ def _flush_if_alive(ref) -> None:
             pass
 
 
-class AnnotationSession(ClassesMixin, EditingMixin, CountsMixin, PreviewMixin):
+class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, PreviewMixin):
     """Brush annotation of one or several images (any size: whole slides too).
 
     Parameters

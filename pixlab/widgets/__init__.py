@@ -1,9 +1,10 @@
 """Jupyter widgets: thin views over pixlab's core (JupyterLab 4 / ipywidgets 8).
 
 - :class:`ChannelPicker` - channels, display ranges and colours, composite preview.
-- :class:`BrushAnnotator` - brush labels with zoom/pan, undo, autosave and an instant preview
-  (:class:`PolygonTool` adds polygons when the optional ``ipyannotations`` is installed); its
-  :class:`GuidePanel` shows where to brush next, diagnostic maps and possible label mistakes.
+- :class:`BrushAnnotator` - brush, polygon, box and point labels with zoom/pan, undo, autosave, an
+  instant preview and "accept the prediction" (:class:`ShapeTools`); its :class:`GuidePanel` shows
+  where to brush next, diagnostic maps and possible label mistakes. :class:`PolygonTool` offers
+  ipyannotations' polygon/box/point annotators on a snapshot of the view.
 - :class:`TrainForm` - every TrainConfig field, presets, advisor, profiles.
 - :class:`LossPlot` - live Bokeh training curves (static matplotlib copy for papermill).
 - :class:`TrainPanel` - start/cancel training in the background with progress and the loss plot.
@@ -16,7 +17,8 @@ from pixlab.widgets.channels import ChannelPicker
 from pixlab.widgets.form import TrainForm
 from pixlab.widgets.guide import GuidePanel
 from pixlab.widgets.lossplot import LossPlot, ensure_bokehjs
+from pixlab.widgets.shape_tools import ShapeTools
 from pixlab.widgets.train_panel import TrainPanel
 
-__all__ = ["ChannelPicker", "BrushAnnotator", "GuidePanel", "PolygonTool", "TrainForm", "LossPlot", "TrainPanel",
+__all__ = ["ChannelPicker", "BrushAnnotator", "GuidePanel", "PolygonTool", "ShapeTools", "TrainForm", "LossPlot", "TrainPanel",
            "ensure_bokehjs"]

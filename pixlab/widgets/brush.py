@@ -20,18 +20,22 @@ from ipycanvas import MultiCanvas, hold_canvas
 from pixlab.image import display
 from pixlab.annotation import AnnotationSession, Change
 from pixlab.widgets.guide import GuidePanel
+from pixlab.widgets.shape_tools import SHAPE_TOOLS, ShapeTools
+from pixlab.widgets.snapshot_tool import PolygonTool
 
-__all__ = ["BrushAnnotator", "PolygonTool"]
+__all__ = ["BrushAnnotator", "PolygonTool"]  # PolygonTool lives in pixlab.widgets.snapshot_tool
 
 # ipycanvas batches drawing through one global manager (hold_canvas flips a global flag), and the
 # preview is drawn from its worker thread: one lock keeps each batch whole.
 _DRAW_LOCK = threading.RLock()
 
 # Canvas layers, bottom to top; MultiCanvas hands mouse events to the top one. The preview layer also
-# shows the guided panel's diagnostic maps; the guide layer holds box outlines (suggestions, review).
-_IMAGE, _PREVIEW, _LABELS, _GUIDE = 0, 1, 2, 3
+# shows the guided panel's diagnostic maps; the guide layer holds box outlines (suggestions, review);
+# the shape layer the polygon or box being drawn.
+_IMAGE, _PREVIEW, _LABELS, _GUIDE, _SHAPE = 0, 1, 2, 3, 4
 _PAN_RENDER_INTERVAL = 0.05  # s: while dragging the view, re-render at most 20 times a second
-_TOOLS = ("brush", "eraser", "pan")
+_TOOLS = ("brush", "eraser", "pan") + SHAPE_TOOLS
+_TOOL_KEYS = {"b": "brush", "e": "eraser", "p": "pan", "g": "polygon", "r": "box", ".": "points"}
 
 
 def _hex(colour) -> str:
@@ -77,8 +81,15 @@ class BrushAnnotator(widgets.VBox):
     brush next, shows diagnostic maps in the overlay layer and lists possible label mistakes and
     confused tiles; its buttons centre the view on them (:meth:`go_to`).
 
-    Keyboard, with the pointer over the canvas: b brush, e eraser, p pan, 1-9 class, ctrl+z undo, ctrl+y / ctrl+shift+z redo, + / - zoom,
-    0 fit, arrows pan, [ / ] brush size. The mouse wheel zooms at the pointer.
+    Region tools (``self.shapes``, :class:`~pixlab.widgets.shape_tools.ShapeTools`): polygon (click the
+    corners, close on the first one or with Enter), box (drag corner to corner) and points (a disc of the
+    brush size per click); polygons and boxes fill the selected class, erase, or take the model's
+    confident prediction ("accept prediction", also for the whole view). Each is one undo step.
+
+    Keyboard, with the pointer over the canvas: b brush, e eraser, p pan, g polygon, r box, . points,
+    1-9 class, ctrl+z undo, ctrl+y / ctrl+shift+z redo, + / - zoom, 0 fit, arrows pan, [ / ] brush size;
+    with a polygon open: Enter closes it, Backspace removes its last corner, Escape drops it. The mouse
+    wheel zooms at the pointer.
     """
 
     def __init__(self, images, class_names=None, colours=None, labels_dir=None, *, canvas_size=(720, 540),
@@ -90,7 +101,7 @@ class BrushAnnotator(widgets.VBox):
             self.session = AnnotationSession(images, class_names, colours, labels_dir, **session_kwargs)
         s = self.session
         width, height = (int(v) for v in canvas_size)
-        self.canvas = MultiCanvas(4, width=width, height=height,
+        self.canvas = MultiCanvas(5, width=width, height=height,
                                   layout=widgets.Layout(width=f"{width}px", height=f"{height}px"))
         self.view = display.Viewport(s.image.shape, (height, width))
         self._drawing = False
@@ -107,8 +118,11 @@ class BrushAnnotator(widgets.VBox):
         # -- tools
         self.tool = widgets.ToggleButtons(options=list(_TOOLS), value="brush", description="Tool",
                                           tooltips=["b: paint the selected class", "e: erase labels",
-                                                    "p: drag to move the view"],
-                                          style={"button_width": "70px"})
+                                                    "p: drag to move the view",
+                                                    "g: click corners, close on the first one or with Enter",
+                                                    "r: drag from one corner to the opposite one",
+                                                    ". : each click marks a disc of the brush size"],
+                                          style={"button_width": "76px"})
         self.brush_size = widgets.IntSlider(value=int(brush_size), min=1, max=200, description="Brush",
                                             tooltip="brush diameter in screen pixels", continuous_update=False)
         self.opacity = widgets.FloatSlider(value=float(opacity), min=0, max=1, step=0.05, description="Labels",
@@ -197,6 +211,10 @@ class BrushAnnotator(widgets.VBox):
         self.brush_size.observe(lambda _c: self._update_status(), names="value")
         s.subscribe(self._on_session_event)
 
+        # -- region tools (polygon, box, points) and "accept the prediction"
+        self.shapes = ShapeTools(self)
+        self.tool.observe(self._on_tool, names="value")
+
         # -- guided annotation (suggested regions, diagnostic overlays, review), under the canvas
         self.guide = GuidePanel(self)
         self.guide_accordion = widgets.Accordion(children=[self.guide], titles=("Guided annotation",))
@@ -211,7 +229,7 @@ class BrushAnnotator(widgets.VBox):
             widgets.HBox([self.delete_button, self.delete_mode])])
         side = widgets.VBox([self.image_select, self.class_select, class_edit, self.counts],
                             layout=widgets.Layout(margin="0 0 0 12px"))
-        parts = [toolbar, sliders, widgets.HBox([self.preview_enabled, self.preview_source]),
+        parts = [toolbar, self.shapes.controls, sliders, widgets.HBox([self.preview_enabled, self.preview_source]),
                  widgets.HBox([self.canvas, side]), self.status, self.message, self.guide_accordion]
         if self.channel_picker is not None:
             acc = widgets.Accordion(children=[self.channel_picker], titles=("Channels & display",))
@@ -261,6 +279,7 @@ class BrushAnnotator(widgets.VBox):
         self._draw_preview()
         if self.guide is not None:
             self.guide.draw()
+        self.shapes.draw()
         self._update_status()
 
     def _display_settings(self):
@@ -338,6 +357,27 @@ class BrushAnnotator(widgets.VBox):
                     layer.font = "bold 13px sans-serif"
                     layer.fill_text(text, max(left, 0) + 3, max(top, 0) + 15)
 
+    def _draw_shape(self, points, closed: bool, corners, colour: str) -> None:
+        """The shape layer: a polyline through canvas ``(row, col)`` points, and the corners as dots."""
+        layer = self._layer(_SHAPE)
+        with _DRAW_LOCK, hold_canvas():
+            layer.clear()
+            if len(points) >= 2:
+                layer.stroke_style = colour
+                layer.line_width = 2
+                layer.set_line_dash([6, 4])
+                layer.begin_path()
+                layer.move_to(points[0][1], points[0][0])
+                for i, j in points[1:]:
+                    layer.line_to(j, i)
+                if closed:
+                    layer.close_path()
+                layer.stroke()
+                layer.set_line_dash([])
+            for n, (i, j) in enumerate(corners):
+                layer.fill_style = "#ff3030" if n == 0 else colour  # the first corner closes the polygon
+                layer.fill_rect(j - 3, i - 3, 6, 6)
+
     def _update_status(self) -> None:
         s = self.session
         zoom = 100.0 / self.view.scale
@@ -374,7 +414,10 @@ class BrushAnnotator(widgets.VBox):
     # ------------------------------------------------------------------------------------------
 
     def on_mouse_down(self, x: float, y: float) -> None:
-        """Start a stroke (brush/eraser) or a pan drag."""
+        """Start a stroke (brush/eraser) or a pan drag; polygon, box and points go to ``self.shapes``."""
+        if self.tool.value in SHAPE_TOOLS:
+            self.shapes.on_mouse_down(x, y)
+            return
         if self.tool.value == "pan":
             self._pan_from = (y, x)
             return
@@ -387,6 +430,9 @@ class BrushAnnotator(widgets.VBox):
         """Paint the segment from the previous point to this one (or drag the view)."""
         if self._pan_from is not None:
             self._pan_to(y, x)
+            return
+        if self.tool.value in SHAPE_TOOLS:
+            self.shapes.on_mouse_move(x, y)
             return
         if not self._drawing:
             return
@@ -403,6 +449,9 @@ class BrushAnnotator(widgets.VBox):
             self._pan_from = None
             self.render()
             self.request_preview()
+            return
+        if self.tool.value in SHAPE_TOOLS:
+            self.shapes.on_mouse_up(x, y)
             return
         if not self._drawing:
             return
@@ -457,18 +506,16 @@ class BrushAnnotator(widgets.VBox):
         key = str(event.get("key", ""))
         ctrl = bool(event.get("ctrlKey") or event.get("metaKey"))
         low = key.lower()
+        if not ctrl and self.tool.value in SHAPE_TOOLS and self.shapes.handle_key(key):
+            return
         if ctrl and low == "z":
             self.redo() if event.get("shiftKey") else self.undo()
         elif ctrl and low == "y":
             self.redo()
         elif ctrl:
             return
-        elif low == "b":
-            self.tool.value = "brush"
-        elif low == "e":
-            self.tool.value = "eraser"
-        elif low == "p":
-            self.tool.value = "pan"
+        elif low in _TOOL_KEYS:
+            self.tool.value = _TOOL_KEYS[low]
         elif key.isdigit() and key != "0":
             k = int(key)
             if k <= self.session.n_classes:
@@ -667,6 +714,7 @@ class BrushAnnotator(widgets.VBox):
             self._set_dropdown(s.index)  # switched from Python: keep the menu in step
         self._say(None)
         self.view = display.Viewport(s.image.shape, self.view.canvas_shape)
+        self.shapes.cancel()
         self._preview_result = None
         self.guide.image_changed()
         self.render()
@@ -688,7 +736,13 @@ class BrushAnnotator(widgets.VBox):
         elif event == "error":
             self._say(info.get("message", ""), error=True)
 
+    def _on_tool(self, change) -> None:
+        # An open polygon survives a switch to pan (move the view, then go on clicking corners).
+        if change["new"] not in ("polygon", "pan"):
+            self.shapes.cancel()
+
     def _refresh_classes(self) -> None:
+        self.shapes.refresh_classes()
         s = self.session
         current = self.class_select.value
         self.class_select.unobserve(self._on_class_select, names="value")
@@ -704,66 +758,3 @@ class BrushAnnotator(widgets.VBox):
         others = [(f"move to '{n}'", j) for j, n in enumerate(s.class_names, start=1) if j != k]
         self.delete_mode.options = [("refuse if labelled", "refuse"), ("erase them", "drop")] + others
         self.delete_mode.value = "refuse"
-
-
-class PolygonTool(widgets.VBox):
-    """Optional polygon tool: draw polygons with ipyannotations on the current view, fill them as labels.
-
-    Needs ``ipyannotations`` (``pip install ipyannotations``; not a pixlab dependency). The polygons are
-    drawn on a snapshot of the annotator's current view and mapped back to full-resolution image
-    coordinates through the same :class:`~pixlab.image.display.Viewport`; "Submit" fills them into the
-    session (one undo step per polygon).
-
-    Parameters
-    ----------
-    annotator : BrushAnnotator
-    """
-
-    def __init__(self, annotator: BrushAnnotator):
-        try:
-            from ipyannotations.images import PolygonAnnotator
-        except ImportError:
-            raise ImportError("the polygon tool needs ipyannotations; install it with "
-                              "'pip install ipyannotations' or use the brush") from None
-        self.annotator = annotator
-        s = annotator.session
-        h, w = annotator.view.canvas_shape
-        self.polygons = PolygonAnnotator(options=list(s.class_names), canvas_size=(w, h))
-        # ipyannotations puts its ipyevents.Event among the children; it has no view, so JupyterLab
-        # shows an error box. The Event keeps working as an attribute, so take it out of the layout.
-        from ipyevents import Event
-
-        self.polygons.children = tuple(c for c in self.polygons.children if not isinstance(c, Event))
-        self.polygons.on_submit(lambda _data: self.submit())
-        self.message = widgets.HTML()
-        super().__init__([self.polygons, self.message])
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Show the annotator's current view (call after zooming or panning the brush canvas)."""
-        ann = self.annotator
-        channels, ranges, colours = ann._display_settings()
-        rgb, rect = ann.view.render_image(ann.session.image, channels, ranges, colours)
-        self._rect = rect
-        self.polygons.display(display.encode_png(rgb))
-
-    def submit(self, data=None) -> int:
-        """Fill the drawn polygons (default: ``self.polygons.data``) into the labels; returns how many."""
-        ann = self.annotator
-        s = ann.session
-        data = self.polygons.data if data is None else data
-        i0, _, j0, _ = self._rect
-        n = 0
-        for poly in data:
-            if poly.get("label") not in s.class_names or len(poly.get("points", ())) < 3:
-                continue
-            # Points are (x, y) in the snapshot, whose pixel (0, 0) is canvas pixel (i0, j0).
-            vertices = [ann.view.canvas_to_image(i0 + y, j0 + x) for x, y in poly["points"]]
-            change = s.fill_polygon(vertices, poly["label"])
-            if change.n_changed:
-                n += 1
-                ann._after_edit(change)
-        self.message.value = _note(f"{n} polygon(s) filled")
-        self.polygons.canvas.clear()
-        self.refresh()
-        return n

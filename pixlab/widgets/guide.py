@@ -98,6 +98,7 @@ class GuidePanel(widgets.VBox):
                                                   description="confidence ≥", continuous_update=False,
                                                   layout=widgets.Layout(width="280px"))
         self.mistake_buttons = widgets.VBox()
+        self.relabel_buttons = widgets.VBox()
         self.confusion = widgets.Dropdown(options=[("(check labels first)", None)], value=None,
                                           description="Confusion", layout=widgets.Layout(width="360px"))
         self.confusion.observe(self._on_confusion, names="value")
@@ -106,7 +107,7 @@ class GuidePanel(widgets.VBox):
             widgets.HBox([self.check_button, self.min_confidence]),
             widgets.HTML("<b>Possible label mistakes</b> (labelled pixels the model confidently calls "
                          "another class)"),
-            self.mistake_buttons,
+            widgets.HBox([self.mistake_buttons, self.relabel_buttons]),
             widgets.HTML("<b>Confused tiles</b> (labelled class → predicted class)"),
             self.confusion, self.tile_buttons])
 
@@ -133,6 +134,7 @@ class GuidePanel(widgets.VBox):
         self.suggestions = self.mistakes = self.tiles = self.focus = None
         self.suggestion_buttons.children = ()
         self.mistake_buttons.children = ()
+        self.relabel_buttons.children = ()
         self.tile_buttons.children = ()
         self.confusion.unobserve(self._on_confusion, names="value")
         self.confusion.options = [("(check labels first)", None)]
@@ -170,6 +172,7 @@ class GuidePanel(widgets.VBox):
         self.suggestions = self.mistakes = None
         self.suggestion_buttons.children = ()
         self.mistake_buttons.children = ()
+        self.relabel_buttons.children = ()
         if self.ready:
             self._say("New image: press 'Refresh suggestions' or 'Check labels' for it.")
             if self.overlay.value != "none":
@@ -287,15 +290,7 @@ class GuidePanel(widgets.VBox):
         except ValueError as e:
             self._say(str(e), error=True)
             return
-        shown = self.mistakes.head(_MAX_ENTRIES)
-        buttons = [
-            _button(f"{k}. '{r['class']}' labelled, model: '{r['predicted']}' ({100 * r['confidence']:.0f}%, "
-                    f"{r['pixels']} px)", f"go to y {r['y0']}-{r['y1']}, x {r['x0']}-{r['x1']}",
-                    lambda k=k: self.go_to_mistake(k))
-            for k, (_, r) in enumerate(shown.iterrows(), start=1)]
-        if len(self.mistakes) > len(shown):
-            buttons.append(widgets.HTML(_note(f"… and {len(self.mistakes) - len(shown)} more")))
-        self.mistake_buttons.children = tuple(buttons) or (widgets.HTML(_note("none found")),)
+        self._show_mistakes()
         self.confusion.unobserve(self._on_confusion, names="value")
         self.confusion.options = [("(choose a confusion)", None)] + [
             (f"{r['true']} → {r['predicted']} ({r['pixels']} px, {100 * r['fraction']:.0f}%)",
@@ -308,6 +303,51 @@ class GuidePanel(widgets.VBox):
         self._say(f"{len(self.mistakes)} possible label mistake(s) in this image; {len(top)} confusion(s) over "
                   f"all labelled images (mean IoU {mean:.2f}).")
         self.draw()
+
+    def _show_mistakes(self) -> None:
+        shown = self.mistakes.head(_MAX_ENTRIES)
+        go = [_button(f"{k}. '{r['class']}' labelled, model: '{r['predicted']}' ({100 * r['confidence']:.0f}%, "
+                      f"{r['pixels']} px)", f"go to y {r['y0']}-{r['y1']}, x {r['x0']}-{r['x1']}",
+                      lambda k=k: self.go_to_mistake(k))
+              for k, (_, r) in enumerate(shown.iterrows(), start=1)]
+        # A column of its own beside the "go to" buttons, one per row.
+        self.relabel_buttons.children = tuple(
+            _button(f"relabel as '{r['predicted']}'", "give these pixels the model's class (one undo step)",
+                    lambda k=k: self.relabel_mistake(k))
+            for k, (_, r) in enumerate(shown.iterrows(), start=1))
+        if len(self.mistakes) > len(shown):
+            go.append(widgets.HTML(_note(f"… and {len(self.mistakes) - len(shown)} more")))
+        self.mistake_buttons.children = tuple(go) or (widgets.HTML(_note("none found")),)
+
+    def relabel_mistake(self, k: int) -> None:
+        """Relabel possible mistake ``k`` (1-based, as listed): its flagged pixels take the model's class.
+
+        The flagged pixels are those of the listed class in the entry's box that the model calls the
+        predicted class with at least the "confidence ≥" probability (one undo step); the entry then
+        leaves the list.
+        """
+        if not self.ready:
+            self._say(NO_MODEL)
+            return
+        if self.mistakes is None or not 1 <= int(k) <= len(self.mistakes):
+            self._say(f"there is no entry {k}; press 'Check labels'", error=True)
+            return
+        ann = self.annotator
+        r = self.mistakes.iloc[int(k) - 1]
+        box = (int(r.y0), int(r.y1), int(r.x0), int(r.x1))
+        try:
+            probs = self.guide.probabilities(region=self.region)
+            origin = (0, 0) if self.region is None else (self.region[0], self.region[2])
+            change = ann.session.relabel_mistake(probs, r["class"], r["predicted"], self.min_confidence.value,
+                                                 origin=origin, region=box)
+        except ValueError as e:
+            self._say(str(e), error=True)
+            return
+        self.mistakes = self.mistakes.drop(self.mistakes.index[int(k) - 1]).reset_index(drop=True)
+        ann._after_edit(change)
+        self._show_mistakes()
+        self.draw()
+        self._say(f"relabelled {change.n_changed} px from '{r['class']}' to '{r['predicted']}' (undo restores them)")
 
     def go_to_mistake(self, k: int) -> None:
         """Centre the view on possible label mistake ``k`` (1-based, as listed)."""
