@@ -191,7 +191,8 @@ def test_zero_area_box_and_a_click_outside_the_image_are_refused_with_a_message(
     a.on_mouse_down(2, 30)                               # canvas margin: image x < 0
     assert "outside the image" in _error_text(a)
     np.testing.assert_array_equal(a.session.labels, before)
-    assert len(a.session._undo.get(0, [])) == 1          # no empty undo steps were added
+    a.undo()                                             # no empty undo steps were added: this is the stroke
+    assert not a.session.labels.any() and not a.session.can_undo
 
 
 def test_tool_keys_select_the_region_tools():

@@ -134,8 +134,8 @@ def _rasterise_polygon(vertices: np.ndarray, sub) -> np.ndarray:
     """Pixels of ``sub`` whose centre is inside the polygon (GDAL's scanline fill via rasterio).
 
     rasterio rather than ``skimage.draw.polygon``: skimage tests every pixel of the box against every
-    edge (O(pixels x vertices)), GDAL fills scanlines, which matters for a many-cornered outline
-    around a large region. rasterio pixel ``(r, c)`` spans ``[r, r + 1)``, so our pixel-centre
+    edge, GDAL fills scanlines; bench/region_tools.py measured 150x (16 corners) to 700x (256 corners)
+    faster on 1-16 Mpx boxes, with the same pixels. rasterio pixel ``(r, c)`` spans ``[r, r + 1)``, so our pixel-centre
     coordinates shift by +0.5.
     """
     from rasterio import features

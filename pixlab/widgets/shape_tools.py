@@ -54,7 +54,8 @@ class ShapeTools:
         self.box_start = None                            # full-res (y, x) where the box drag began
         self._pointer = None                             # full-res (y, x) of the pointer while drawing
         self._last_move = 0.0
-        self.last_shape = None                           # the last shape filled (a Shape), for tests
+        self.last_shape = None                           # the last shape filled (a Shape)
+        self.n_filled = 0                                # shapes filled so far (each one undo step)
 
         small = widgets.Layout(width="auto")
         self.fill = widgets.ToggleButtons(options=[("class", "class"), ("erase", "erase"),
@@ -211,9 +212,13 @@ class ShapeTools:
         except ValueError as e:
             self._fail(e)
             return False
-        self.last_shape = shape
+        self._filled(shape)
         ann._after_edit(change)
         return change.message is None
+
+    def _filled(self, shape) -> None:
+        self.last_shape = shape
+        self.n_filled += 1
 
     def _fill(self, shape) -> bool:
         ann = self.annotator
@@ -225,7 +230,7 @@ class ShapeTools:
         except ValueError as e:
             self._fail(e)
             return False
-        self.last_shape = shape
+        self._filled(shape)
         ann._after_edit(change)
         return change.message is None
 
@@ -261,7 +266,7 @@ class ShapeTools:
         except ValueError as e:
             self._fail(e)
             return False
-        self.last_shape = shape
+        self._filled(shape)
         if not change.n_changed and change.message is None:
             change.message = (f"no pixel in the {'shape' if shape is not None else 'view'} is predicted with "
                               f"probability ≥ {self.threshold.value:.2f} for the chosen classes"

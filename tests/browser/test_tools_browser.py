@@ -118,12 +118,12 @@ def _select_class(env, k: int) -> None:
 
 def _last_shape(env, n_before: int):
     """Corners and radius of the shape the kernel filled last, once its undo step exists."""
-    poll(lambda: env.nb.eval("len(annotator.session._undo.get(0, []))") > n_before, what="the shape's undo step")
+    poll(lambda: env.nb.eval("annotator.shapes.n_filled") > n_before, what="the shape to be filled")
     return env.nb.eval("[annotator.shapes.last_shape.vertices.tolist(), annotator.shapes.last_shape.radius]")
 
 
-def _undo_steps(env) -> int:
-    return env.nb.eval("len(annotator.session._undo.get(0, []))")
+def _n_filled(env) -> int:
+    return env.nb.eval("annotator.shapes.n_filled")
 
 
 def _near_clicks(env, vertices, clicks) -> None:
@@ -177,7 +177,7 @@ def test_polygon_box_and_points_drawn_with_the_mouse_are_the_labels_on_disk_and_
 
     # Polygon, class 1: click the corners, then the first corner again to close it.
     _select_tool(env, "polygon")
-    n = _undo_steps(env)
+    n = _n_filled(env)
     for x, y in POLYGON:
         _click(page, canvas, x, y)
     poll(lambda: len(nb.eval("annotator.shapes.vertices")) == len(POLYGON), what="the polygon's corners")
@@ -193,7 +193,7 @@ def test_polygon_box_and_points_drawn_with_the_mouse_are_the_labels_on_disk_and_
     # Box, class 2: press on one corner, drag, release on the opposite one.
     _select_class(env, 2)
     _select_tool(env, "box")
-    n = _undo_steps(env)
+    n = _n_filled(env)
     canvas.scroll_into_view_if_needed()
     drag(page, canvas, BOX, steps=8)
     corners, _ = _last_shape(env, n)
@@ -205,7 +205,7 @@ def test_polygon_box_and_points_drawn_with_the_mouse_are_the_labels_on_disk_and_
     # Points, class 2: one disc of the brush radius per click.
     _select_tool(env, "points")
     for x, y in POINTS:
-        n = _undo_steps(env)
+        n = _n_filled(env)
         _click(page, canvas, x, y)
         (centre,), radius = _last_shape(env, n)
         _near_clicks(env, [centre], [(x, y)])
@@ -230,7 +230,7 @@ def test_accepting_the_prediction_in_a_box_fills_only_unlabelled_pixels_above_th
     canvas.scroll_into_view_if_needed()
     _select_class(env, 1)
     _select_tool(env, "polygon")
-    n = _undo_steps(env)
+    n = _n_filled(env)
     for x, y in POLYGON + [POLYGON[0]]:
         _click(page, canvas, x, y)
     corners, _ = _last_shape(env, n)
@@ -242,7 +242,7 @@ def test_accepting_the_prediction_in_a_box_fills_only_unlabelled_pixels_above_th
     poll(lambda: nb.eval("annotator.shapes.fill.value") == "prediction", what="fill with the prediction")
     assert nb.eval("annotator.shapes.threshold.value") == 0.9
     _select_tool(env, "box")
-    n = _undo_steps(env)
+    n = _n_filled(env)
     canvas.scroll_into_view_if_needed()
     drag(page, canvas, ACCEPT_BOX, steps=8)
     corners, _ = _last_shape(env, n)
