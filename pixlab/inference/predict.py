@@ -41,7 +41,7 @@ def predict_image(model, image, *, tile_size=None, overlap=None, batch_size=None
     bs = int(batch_size or (model.config.batch_size if model.device.type == "cuda" else 4))
     probs = predict_tiled(tile_reader(work, stats), work.shape[1:], model.n_classes, model.infer_batch,
                           tile=tile, overlap=ov, batch_size=bs)
-    if ds > 1:
+    if tuple(probs.shape[1:]) != tuple(full_yx):  # predicted at the model's pixel size: back to the image's
         import torch
         t = torch.from_numpy(probs)[None]
         probs = torch.nn.functional.interpolate(t, size=tuple(full_yx), mode="bilinear",

@@ -83,6 +83,7 @@ def tile_reader(img, stats, band_cache_bytes: int = BAND_CACHE_BYTES):
 
 
 def working_image(model, img):
-    """The image at the model's training resolution (a matching pyramid level when there is one)."""
-    ds = float(model.config.downsample)
-    return (img.downsampled(ds) if ds > 1 else img), ds
+    """The image at the model's training pixel size (a pyramid level, or resampled: says which);
+    see :func:`pixlab.image.resolution.working_image`. Returns (image, level-0 px per working px)."""
+    from pixlab.image.resolution import working_image as at_model_resolution
+    return at_model_resolution(img, model)

@@ -215,6 +215,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
            progress, device, t_start):
     import torch
     from pixlab.labels.masks import annotation_warnings, default_colours, label_stats
+    from pixlab.image.resolution import training_pixel_size
     from pixlab.model.model import Model
     from pixlab.nn.networks import freeze
     from pixlab.image.normalize import compute_stats
@@ -278,6 +279,8 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         "inference_tile_size": tile if cfg.recipe == "standard" else max(tile, 512),
         "intensity_stats": intensity_stats(images),
         "train_images": [im.name for im in images], "patches_per_epoch": n_patches, "world_size": world,
+        # level-0 µm/px of the training images: prediction matches it (pixlab.image.resolution)
+        "pixel_size_um": training_pixel_size(images, cfg.downsample),
     }
 
     def make_model(state=None) -> Model:
