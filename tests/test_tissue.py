@@ -68,6 +68,10 @@ def test_uses_a_small_level_and_never_reads_level_0():
     assert tm.covers(250 * 16, 250 * 16 + 256, 300 * 16, 300 * 16 + 256)
     assert not tm.covers(0, 256, 0, 256)
     np.testing.assert_array_equal(tm.region(0, big_shape[1], 0, big_shape[2], truth.shape), tm.mask)
+    # The same mask in the coordinates of the 4x level (a prediction's working image)
+    at4 = tm.for_shape(levels[1].shape[1:])
+    assert at4.downsample == pytest.approx(4.0) and at4.covers(250 * 4, 250 * 4 + 64, 300 * 4, 300 * 4 + 64)
+    assert not at4.covers(0, 64, 0, 64)
 
 
 def test_pyramid_file_uses_the_level_within_budget(tmp_path):

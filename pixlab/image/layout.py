@@ -2,7 +2,8 @@
 
 pixlab guesses only the layouts that cannot be read two ways: ``(Y, X)``; ``(Y, X, 3)`` samples-last
 (an image 3 pixels wide is not an image); ``(Y, X, 4)`` uint8 (an RGBA photograph: alpha dropped, with
-a warning); ``(C, Y, X)`` with C at most :data:`MAX_GUESSED_CHANNELS` and smaller than Y and X.
+a warning); ``(C, Y, X)`` with C at most :data:`MAX_GUESSED_CHANNELS` and smaller than Y and X
+(or C = 1).
 Anything else (``(Y, X, 5)``, ``(Y, X, 4)`` uint16, ``(100, 200, 300)``) is refused with a message
 that says which ``axes=`` to pass, because a wrong guess silently trains on garbage.
 """
@@ -117,7 +118,8 @@ def array_to_cyx(arr, axes: str | None = None):
             f"extra axes first, or pass axes= (e.g. axes='TCZYX' when T and Z have size 1)"
         )
     first, last = shape[0], shape[2]
-    channels_first = first <= MAX_GUESSED_CHANNELS and first < min(shape[1], last)
+    # One leading plane is a channel: (1, Y, X) read as 1 x X pixels of Y samples would be 1 px tall.
+    channels_first = first <= MAX_GUESSED_CHANNELS and (first < min(shape[1], last) or first == 1)
     if channels_first:
         return arr, False
     if last == 3 and min(shape[:2]) > 3:

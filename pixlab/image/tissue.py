@@ -95,6 +95,14 @@ class TissueMask:
         """Fraction of the image that the mask marks as tissue (0..1)."""
         return float(self.mask.mean()) if self.mask.size else 0.0
 
+    def for_shape(self, shape) -> "TissueMask":
+        """The same mask with coordinates of an image of size ``shape`` ``(Y, X)`` covering the same
+        area, e.g. the working image of a prediction at the model's downsample:
+        ``tm.for_shape(work.shape[1:]).covers(...)`` takes that image's pixel coordinates."""
+        ny, nx = (int(v) for v in shape[-2:])
+        ds = (ny / self.mask.shape[0] + nx / self.mask.shape[1]) / 2
+        return TissueMask(self.mask, ds, (ny, nx), self.threshold, self.method)
+
     def _box(self, y0, y1, x0, x1):
         my, mx = self.mask.shape
         sy, sx = self.shape[0] / my, self.shape[1] / mx
