@@ -145,3 +145,24 @@ def test_plain_tiff_with_resolution_tags_takes_part(tmp_path, base):
     with pytest.warns(UserWarning, match="2x2 block means"):
         work, ds = working_image(img, make_model())
     assert work.shape == (2, 96, 128) and ds == 2.0
+
+
+def test_downsampled_output_without_pixel_size_keeps_its_scale(tmp_path, base):
+    # Issue 19: a prediction at the model's downsample must say how it maps onto the input.
+    model = make_model(pixel_size=None, downsample=2)
+    write_ome_tiff(tmp_path / "in.ome.tif", base, ["DAPI", "Membrane"], tile=64)  # no pixel size
+    pixlab.predict_file(model, tmp_path / "in.ome.tif", tmp_path / "out.ome.tif")
+    pixlab.predict_file(model, tmp_path / "in.ome.tif", tmp_path / "out.ome.zarr", tiff_tile=32)
+    with tifffile.TiffFile(tmp_path / "out.ome.tif") as tif:
+        xml = tif.ome_metadata
+    assert 'PhysicalSizeX="2.0"' in xml and 'PhysicalSizeXUnit="pixel"' in xml
+    assert open_image(tmp_path / "out.ome.tif").pixel_size is None  # not mistaken for µm
+    import zarr
+    meta = zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r").attrs["ome"]["multiscales"][0]
+    assert meta["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 2.0, 2.0]
+    assert meta["datasets"][1]["coordinateTransformations"][0]["scale"] == [1.0, 4.0, 4.0]
+    assert "unit" not in meta["axes"][1]
+    # With a physical size, the output level's is written in µm (input 0.5 µm/px, output 1 µm/px).
+    write_ome_tiff(tmp_path / "in2.ome.tif", base, ["DAPI", "Membrane"], pixel_size=0.5, tile=64)
+    pixlab.predict_file(model, tmp_path / "in2.ome.tif", tmp_path / "out2.ome.tif")
+    assert open_image(tmp_path / "out2.ome.tif").pixel_size == (1.0, 1.0)

@@ -23,7 +23,8 @@ import numpy as np
 
 from pixlab.image.image import Image
 
-__all__ = ["training_pixel_size", "network_pixel_size", "working_image", "resample", "TOLERANCE"]
+__all__ = ["training_pixel_size", "network_pixel_size", "working_image", "resample", "output_pixel_size",
+           "TOLERANCE"]
 
 #: Pixel sizes within 2 % are the same resolution (scanners' calibrations differ by about that).
 TOLERANCE = 0.02
@@ -76,6 +77,31 @@ def network_pixel_size(model):
         ps = (ps, ps)
     ds = float(model.config.downsample)
     return (float(ps[0]) * ds, float(ps[1]) * ds)
+
+
+def output_pixel_size(img: Image, work: Image) -> dict:
+    """The pixel size to write into an output made from ``work`` (the working image of ``img``).
+
+    The physical size when it is known; otherwise, if the output is not at the input's scale, its
+    size in input pixels (unit "pixel") so that viewers can still scale it onto the input; else none.
+
+    Returns
+    -------
+    dict
+        ``{"pixel_size": (y, x) or None, "pixel_unit": "µm" | "pixel"}`` (RasterWriter's arguments).
+
+    Examples
+    --------
+    >>> img = Image(np.zeros((1, 100, 60)))
+    >>> output_pixel_size(img, img.downsampled(4))
+    {'pixel_size': (4.0, 4.0), 'pixel_unit': 'pixel'}
+    """
+    if work.pixel_size is not None:
+        return {"pixel_size": tuple(work.pixel_size), "pixel_unit": "µm"}
+    fy, fx = img.shape[1] / work.shape[1], img.shape[2] / work.shape[2]
+    if abs(fy - 1) < 1e-9 and abs(fx - 1) < 1e-9:
+        return {"pixel_size": None, "pixel_unit": "µm"}
+    return {"pixel_size": (round(fy, 6), round(fx, 6)), "pixel_unit": "pixel"}
 
 
 class _Resampled:

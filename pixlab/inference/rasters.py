@@ -243,7 +243,7 @@ class _ZarrLevels:
     def emit(self, level, y0, block):
         self.arrays[level][:, y0: y0 + block.shape[1], :] = block
 
-    def finish(self, name, channel_names, colours, pixel_size, top):
+    def finish(self, name, channel_names, colours, pixel_size, top, unit="µm"):
         with warnings.catch_warnings():  # ome_zarr.writer's own import warns about its Scaler class
             warnings.simplefilter("ignore", DeprecationWarning)
             from ome_zarr.writer import write_multiscales_metadata
@@ -256,7 +256,7 @@ class _ZarrLevels:
             for i, (y, x) in enumerate(self.shapes)
         ]
         axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
-        if pixel_size is not None:
+        if pixel_size is not None and unit == "µm":  # other units (input pixels): NGFF has no name for them
             for ax in axes[1:]:
                 ax["unit"] = "micrometer"
         omero = {"channels": [
@@ -290,6 +290,10 @@ class RasterWriter:
         How reduced levels are made: 2x2 block mean, or the top-left pixel (label ids are not averaged).
     pixel_size : (float, float), optional
         µm per pixel (y, x) of level 0.
+    pixel_unit : str
+        Unit of ``pixel_size``: "µm", or "pixel" for the input image's pixels when it had no physical
+        size (so a downsampled output still scales onto its input); see
+        :func:`pixlab.image.resolution.output_pixel_size`.
     colours : list of [r, g, b], optional
         Display colour per channel (OME-Zarr ``omero`` metadata).
     tile : int
@@ -304,7 +308,7 @@ class RasterWriter:
     """
 
     def __init__(self, path, shape, dtype, channel_names, kind="probabilities", pixel_size=None,
-                 colours=None, tile=256, compression="zlib", name=None, display_max=None):
+                 colours=None, tile=256, compression="zlib", name=None, display_max=None, pixel_unit="µm"):
         self.path = Path(path)
         self.format = raster_format(self.path)
         _check_choice("kind", kind, OUTPUT_KINDS)
@@ -320,6 +324,7 @@ class RasterWriter:
         if len(self.channel_names) != self.shape[0]:
             raise ValueError(f"{len(self.channel_names)} channel names for {self.shape[0]} channels")
         self.kind, self.pixel_size, self.tile, self.compression = kind, pixel_size, int(tile), compression
+        self.pixel_unit = pixel_unit
         from pixlab.labels.masks import default_colours
         self.colours = [list(map(int, c)) for c in (colours or default_colours(self.shape[0]))]
         self.name = name or self.path.name
@@ -360,10 +365,10 @@ class RasterWriter:
 
     def _metadata(self) -> dict:
         # The same OME metadata as pixlab.image.io.write_ome_tiff writes.
+        from pixlab.image.writer import ome_pixel_metadata
+
         md = {"axes": "CYX", "Name": self.name, "Channel": {"Name": self.channel_names}}
-        if self.pixel_size is not None:
-            md.update(PhysicalSizeY=float(self.pixel_size[0]), PhysicalSizeYUnit="µm",
-                      PhysicalSizeX=float(self.pixel_size[1]), PhysicalSizeXUnit="µm")
+        md.update(ome_pixel_metadata(self.pixel_size, self.pixel_unit))
         return md
 
     def __exit__(self, exc_type, exc, tb):
@@ -375,7 +380,7 @@ class RasterWriter:
                                      f"'{self.path}'; the prediction did not finish")
                 if self.format == "ome-zarr":
                     self._container.finish(self.name, self.channel_names, self.colours, self.pixel_size,
-                                           self.display_max)
+                                           self.display_max, self.pixel_unit)
                 else:
                     self._container.finish(self._tmp, self._metadata())
             elif exc is not None:

@@ -218,6 +218,7 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
     from pixlab.inference.outputs import LabelCounter, PreviewLabels, RasterWriter, measurements_table, to_output
     from pixlab.inference.outputs import write_geojson, write_measurements
     from pixlab.inference.tiling import _check_overlap, predict_tiled, tile_starts
+    from pixlab.image.resolution import output_pixel_size
 
     img = match_channels(model, img)
     work, ds = working_image(model, img)
@@ -257,9 +258,10 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
         if raster_fmt is not None:
             writer = stack.enter_context(RasterWriter(
                 targets[raster_fmt], out_shape, out_dtype,
-                ["labels"] if labels_out else model.class_names, kind=output, pixel_size=work.pixel_size,
+                ["labels"] if labels_out else model.class_names, kind=output,
                 colours=[[255, 255, 255]] if labels_out else model.colours, tile=tiff_tile,
-                compression=compression, name=img.name, display_max=k if labels_out else None))
+                compression=compression, name=img.name, display_max=k if labels_out else None,
+                **output_pixel_size(img, work)))
 
         def consume(y0, y1, probs):
             labels = None
