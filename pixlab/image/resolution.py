@@ -205,7 +205,7 @@ def working_image(img: Image, model=None, *, pixel_size=None, downsample=1.0):
                 f"image '{img.name}' has no pixel size but the model was trained at {_fmt(target)} µm/px; "
                 f"predicting as if the image had the training images' resolution (downsample "
                 f"{downsample:g}). If it does not, open it with pixlab.open_image(path, pixel_size=...) "
-                f"(pixlab predict: --pixel-size)", stacklevel=3)
+                f"and predict that image", stacklevel=3)
         ds = float(downsample)
         return (img.downsampled(ds) if ds > 1 else img), ds
     f = (target[0] / img.pixel_size[0], target[1] / img.pixel_size[1])
