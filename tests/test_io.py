@@ -252,3 +252,20 @@ def test_close_releases_the_file(tmp_path, stack):
         assert img.read((0, 2, 0, 2)).shape == (2, 2, 2)
     with pytest.raises(ValueError, match="was closed; open it again"):
         img.read()
+
+
+def test_downsampled_by_a_multiple_of_a_level_never_reads_level_0():
+    # A slide with 1x, 2x, 4x levels asked for 8x: block means of the 4x level, not of level 0.
+    import dask.array as da
+
+    def boom(block):
+        raise AssertionError("level 0 was read")
+
+    small = np.arange(3 * 64 * 96, dtype=np.uint16).reshape(3, 64, 96)
+    level0 = da.zeros((3, 256, 384), np.uint16, chunks=128).map_blocks(boom, dtype=np.uint16)
+    level1 = da.zeros((3, 128, 192), np.uint16, chunks=128).map_blocks(boom, dtype=np.uint16)
+    img = Image(level0, levels=[level0, level1, small], pixel_size=0.25)
+    eighth = img.downsampled(8)
+    assert eighth.shape == (3, 32, 48) and eighth.pixel_size == (2.0, 2.0)
+    expected = np.round(small.reshape(3, 32, 2, 48, 2).mean(axis=(2, 4))).astype(np.uint16)
+    np.testing.assert_array_equal(eighth.read(), expected)
