@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("train", "predict", "run", "info")
+COMMANDS = ("train", "predict", "run", "export", "info")
 
 # tifffile logs its own parse errors (e.g. of a truncated TIFF) before pixlab reports them in one
 # line; without a handler they would reach stderr through logging's last resort.

@@ -138,6 +138,11 @@ def load_model(directory, device: str | None = None):
     from pixlab.model.model import Model
     from pixlab.nn.networks import build_network
 
+    from pixlab.model.export.bioimageio_import import is_bioimageio
+    if is_bioimageio(directory):  # a bioimage.io package (.zip or folder), or one saved by pixlab
+        from pixlab.model.export.bioimageio_import import load_bioimageio
+        model = load_bioimageio(directory)
+        return model.to(device) if device else model
     d = _bundle_dir(directory)
     if not (d / METADATA).is_file() and (d / "onnx_model.json").is_file():
         from pixlab.model.onnx_import import import_onnx  # an imported external ONNX model saved by pixlab

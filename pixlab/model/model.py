@@ -168,6 +168,16 @@ class Model:
         from pixlab.model.onnx import export_onnx
         return export_onnx(self, path, **kwargs)
 
+    def export(self, out, format: str = "bioimageio", **options) -> str:
+        """Write this model for another tool: ``"bioimageio"`` (package .zip), ``"qupath-dl"`` (QuPath
+        extension folder), ``"torchscript"`` or ``"onnx"``.
+
+        Delegates to :func:`pixlab.model.export.export_model` (see there for the options). Returns
+        the path written.
+        """
+        from pixlab.model.export import export_model
+        return export_model(self, out, format, **options)
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:
         """Write the bundle (model.safetensors + metadata.json) into ``directory`` atomically."""
