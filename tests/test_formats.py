@@ -240,3 +240,15 @@ def test_zero_mpp_in_an_svs(tmp_path, mpp):
 def test_missing_pixel_size_is_none_not_an_error(tmp_path):
     tifffile.imwrite(tmp_path / "plain.tif", FLUO, photometric="minisblack")
     assert open_image(tmp_path / "plain.tif").pixel_size is None
+
+
+def test_predict_lists_ome_zarr_and_slide_inputs(tmp_path):
+    from pixlab.inference.predict import list_images
+    from pixlab.inference.outputs import RasterWriter
+
+    with RasterWriter(tmp_path / "a.ome.zarr", (1, 32, 32), np.uint8, ["x"], tile=32) as w:
+        w.write(np.zeros((1, 32, 32), np.uint8))
+    aperio(tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.name for p in list_images(tmp_path)] == ["a.ome.zarr", "slide.svs"]
+    assert list_images(tmp_path / "a.ome.zarr") == [tmp_path / "a.ome.zarr"]  # one image, not a folder

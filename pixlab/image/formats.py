@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["TIFF_SUFFIXES", "SLIDE_SUFFIXES", "PIL_SUFFIXES", "ZARR_SUFFIXES", "BIOIO_SUFFIXES",
-           "IMAGE_SUFFIXES", "FORMATS_EXTRA", "stem", "unreadable"]
+           "IMAGE_SUFFIXES", "FORMATS_EXTRA", "stem", "unreadable", "is_image_path"]
 
 #: Read with tifffile. Whole-slide formats that are TIFF inside (Aperio SVS, Hamamatsu NDPI,
 #: Leica SCN, Akoya/PerkinElmer QPTIFF) are listed here too: tifffile knows their layouts.
@@ -43,6 +43,15 @@ def stem(path) -> str:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
+
+
+def is_image_path(path) -> bool:
+    """True for a file with an image suffix or an OME-Zarr folder (``*.zarr``): what open_image reads."""
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir():
+        return name.endswith(ZARR_SUFFIXES)
+    return p.is_file() and name.endswith(IMAGE_SUFFIXES) and not name.endswith(ZARR_SUFFIXES)
 
 
 def unreadable(path, reason) -> ValueError:

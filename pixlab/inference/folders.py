@@ -21,19 +21,17 @@ def list_images(inputs) -> list[Path]:
     list of Path
         Without duplicates, in the order given.
     """
-    from pixlab.image.io import PIL_SUFFIXES, TIFF_SUFFIXES
+    from pixlab.image.formats import IMAGE_SUFFIXES, is_image_path
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir()
-                           if f.is_file() and not f.name.startswith(".")
-                           and f.name.lower().endswith(TIFF_SUFFIXES + PIL_SUFFIXES))
+        if p.is_dir() and not is_image_path(p):  # an OME-Zarr folder is one image, not a folder of them
+            files = sorted(f for f in p.iterdir() if not f.name.startswith(".") and is_image_path(f))
             if not files:
-                raise ValueError(f"folder '{p}' holds no image files ({', '.join(TIFF_SUFFIXES + PIL_SUFFIXES)}); "
+                raise ValueError(f"folder '{p}' holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
                                  "check the folder or give image files")
             found.extend(files)
         elif p.exists():
