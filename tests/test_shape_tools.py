@@ -94,6 +94,29 @@ def test_polygon_clicks_on_a_zoomed_out_view_fill_the_polygon_at_full_resolution
     assert not a.session.labels.any()
 
 
+def test_a_box_on_a_pyramid_image_shown_from_a_low_resolution_level_is_filled_at_full_resolution():
+    from pixlab.image.io import Image
+
+    data = (np.random.default_rng(1).random((2, 800, 1000)) * 1000).astype(np.uint16)
+    img = Image(data, ["a", "b"], levels=[data, data[:, ::4, ::4]], name="pyramid")
+    a = BrushAnnotator(img, NAMES, canvas_size=(100, 80), preview=False, channel_picker=False, autosave=False)
+    reads = []
+    original = img.read
+    img.read = lambda *args, **kw: (reads.append(kw.get("level", args[1] if len(args) > 1 else 0)),
+                                    original(*args, **kw))[1]
+    a.render()
+    assert a.view.scale == 10 and reads and set(reads) == {1}   # the canvas shows the 4x level
+    a.tool.value = "box"
+    (ay, ax), (by, bx) = (12.5, 20.3), (47.0, 61.8)            # canvas points
+    a.on_mouse_down(ax, ay)
+    a.on_mouse_up(bx, by)
+    (y0, x0), (y1, x1) = a.view.canvas_to_image(ay, ax), a.view.canvas_to_image(by, bx)
+    expected = np.zeros((800, 1000), bool)
+    expected[int(np.ceil(y0)):int(np.floor(y1)) + 1, int(np.ceil(x0)):int(np.floor(x1)) + 1] = True
+    np.testing.assert_array_equal(a.session.labels == 1, expected)   # full-res edges, not 4x or 10x blocks
+    assert int(np.ceil(y0)) % 4 != 0 or int(np.ceil(x0)) % 4 != 0
+
+
 def test_clicking_the_first_corner_closes_the_polygon_and_zoom_or_pan_may_happen_in_between():
     a = _annotator()
     a.tool.value = "polygon"

@@ -173,6 +173,7 @@ def test_polygon_box_and_points_drawn_with_the_mouse_are_the_labels_on_disk_and_
     _click(page, canvas, 300, 300)
     poll(lambda: page.get_by_text("has zero area").count() > 0, what="the zero-area message in the widget")
     assert nb.eval("int(annotator.session.labels.any())") == 0
+    page.get_by_text("has zero area").first.evaluate("e => e.scrollIntoView({block: 'end'})")
     nb.screenshot("zero-area-box-refused")
 
     # Polygon, class 1: click the corners, then the first corner again to close it.
@@ -310,6 +311,21 @@ def test_keys_reach_the_widgets_and_no_javascript_error_box_shows_anywhere(env):
         page.keyboard.press(key)
         poll(lambda: nb.eval("annotator.tool.value") == tool, what=f"key {key!r} to select the {tool} tool")
     assert page.locator(".jp-Notebook .jp-Cell").count() == n_cells, "JupyterLab took the key, not the widget"
+    # With a polygon open, Backspace removes its last corner and Enter closes it (JupyterLab's own Enter,
+    # "edit the cell", must not fire).
+    page.keyboard.press("g")
+    poll(lambda: nb.eval("annotator.tool.value") == "polygon", what="key 'g'")
+    n = _n_filled(env)
+    for x, y in POLYGON[:4]:
+        _click(page, canvas, x, y)
+    poll(lambda: len(nb.eval("annotator.shapes.vertices")) == 4, what="four corners")
+    canvas.hover()
+    page.keyboard.press("Backspace")
+    poll(lambda: len(nb.eval("annotator.shapes.vertices")) == 3, what="Backspace to remove a corner")
+    page.keyboard.press("Enter")
+    poll(lambda: nb.eval("annotator.shapes.n_filled") == n + 1, what="Enter to close the polygon")
+    assert not page.evaluate("() => !!document.querySelector('.jp-Notebook.jp-mod-editMode')")
+    page.locator("button", has_text="undo").first.click()
 
     # The ipyannotations tool: shown, and its keyboard shortcuts (1-9 pick a class) work.
     tool_canvas = page.locator(".jupyter-widgets canvas").last
