@@ -17,7 +17,7 @@ from pixlab.app.cli import main
 # weights (hash per tensor) and every bundle/checkpoint that rank writes, then runs the real CLI.
 HELPER = textwrap.dedent('''
     import hashlib, json, os, sys
-    import pixlab.model.bundle, pixlab.training.checkpoint, pixlab.app.cli
+    import pixlab.model.folder, pixlab.training.checkpoint, pixlab.app.cli
     train_mod = sys.modules["pixlab.training.trainer"]
     rank = int(os.environ["RANK"])
     log = os.path.join(sys.argv[1], f"rank{rank}.jsonl")
@@ -33,7 +33,7 @@ HELPER = textwrap.dedent('''
             return orig(*a, **k)
         setattr(mod, name, wrapper)
 
-    wrap(pixlab.model.bundle, "save_model", "bundle")
+    wrap(pixlab.model.folder, "save_model", "bundle")
     wrap(pixlab.training.checkpoint, "save_checkpoint", "checkpoint")
     orig_train = train_mod.train
     def train(*a, **k):

@@ -102,3 +102,5 @@ def test_cli_export_refuses_existing_output_and_unknown_options(tmp_path, capsys
     assert "do not apply" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown export format"):
         export_model(model, tmp_path / "z", "tflite")
+    with pytest.raises(TypeError, match=r"pixlab.load_model\(folder\)"):
+        export_model(str(tmp_path / "model"), tmp_path / "y.pt", "torchscript")

@@ -1,4 +1,9 @@
-"""Model bundles: a folder with ``model.safetensors`` (weights) and ``metadata.json`` (everything else).
+"""Loading models: the one place that turns a folder or file into a :class:`pixlab.Model`.
+
+:func:`load_model` tries the loaders in :data:`LOADERS` in order: a bioimage.io package, an
+imported ONNX model saved by pixlab, and the pixlab bundle (``model.safetensors`` +
+``metadata.json``, written by :meth:`pixlab.Model.save`). The bundle's file format and writer are
+:mod:`pixlab.model.folder`; they are re-exported here.
 
 No pickle anywhere: weights are safetensors, metadata is JSON, and loading never follows a path
 outside the bundle folder.
@@ -6,125 +11,22 @@ outside the bundle folder.
 
 from __future__ import annotations
 
-import json
-import platform
 from pathlib import Path
 
-__all__ = ["save_model", "load_model", "read_metadata", "BUNDLE_VERSION", "versions"]
+from pixlab.model.folder import (BUNDLE_VERSION, METADATA, PICKLE_SUFFIXES, WEIGHTS,  # noqa: F401
+                                 _bundle_dir, _inside, read_metadata, save_model, versions)
 
-BUNDLE_VERSION = 1
-WEIGHTS = "model.safetensors"
-METADATA = "metadata.json"
-PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-
-
-def versions() -> dict:
-    """Versions of the libraries a model depends on (recorded in every bundle)."""
-    import importlib.metadata as md
-    out = {"python": platform.python_version()}
-    for pkg in ("pixlab", "torch", "segmentation-models-pytorch", "timm", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _state_dict_tensors(network) -> dict:
-    # safetensors refuses shared/non-contiguous storage; clone makes every tensor standalone.
-    return {k: v.detach().cpu().contiguous().clone() for k, v in network.state_dict().items()}
-
-
-def save_model(model, directory) -> None:
-    """Write ``model`` to ``directory`` (replaced atomically if it exists).
-
-    Parameters
-    ----------
-    model : pixlab.Model
-    directory : str or PathLike
-    """
-    from safetensors.torch import save_file
-    from pixlab._atomic import atomic_dir
-
-    meta = {
-        "format": "pixlab-model",
-        "bundle_version": BUNDLE_VERSION,
-        "weights": WEIGHTS,
-        "class_names": model.class_names,
-        "colours": model.colours,
-        "channel_names": model.channel_names,
-        "normalization": model.norm_stats,
-        "config": model.config.to_dict(),
-        "history": model.history,
-        "versions": versions(),
-        **{k: v for k, v in model.metadata.items() if k not in ("versions",)},
-    }
-    text = json.dumps(meta, indent=2, default=_json_default)
-    with atomic_dir(directory) as tmp:
-        save_file(_state_dict_tensors(model.network), str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / METADATA).write_text(text, encoding="utf-8")
-
-
-def _json_default(o):
-    import numpy as np
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot store {type(o).__name__} in model metadata")
-
-
-def _bundle_dir(directory) -> Path:
-    d = Path(directory)
-    if d.is_file():
-        if d.suffix.lower() in PICKLE_SUFFIXES:
-            raise ValueError(
-                f"'{d}' is a PyTorch pickle file; pixlab does not unpickle files because loading a pickle "
-                f"can run arbitrary code. Load a pixlab model folder (model.safetensors + metadata.json) "
-                f"saved with model.save(), or convert the weights to safetensors")
-        raise ValueError(f"'{d}' is a file; pass the model folder that holds metadata.json")
-    if not d.exists():
-        raise FileNotFoundError(f"model folder '{d}' not found; pass the folder written by model.save()")
-    return d
-
-
-def read_metadata(directory) -> dict:
-    """Read and check ``metadata.json`` of a bundle."""
-    d = _bundle_dir(directory)
-    p = d / METADATA
-    if not p.is_file():
-        pickles = sorted(x.name for x in d.iterdir() if x.suffix.lower() in PICKLE_SUFFIXES)
-        hint = (f" It holds pickle-based file(s) {pickles}, which pixlab refuses to load because "
-                f"unpickling can run arbitrary code." if pickles else "")
-        raise FileNotFoundError(f"model folder '{d}' has no {METADATA}; it is not a pixlab model bundle "
-                                f"(save one with model.save(folder)).{hint}")
-    try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"'{p}' is not valid JSON ({e}); the bundle is damaged, save the model again") from None
-    if not isinstance(meta, dict) or meta.get("format") != "pixlab-model":
-        raise ValueError(f"'{p}' is not pixlab model metadata (no format: pixlab-model)")
-    if int(meta.get("bundle_version", 0)) > BUNDLE_VERSION:
-        raise ValueError(f"model '{d}' was saved by a newer pixlab (bundle version {meta['bundle_version']}, "
-                         f"this one reads up to {BUNDLE_VERSION}); upgrade pixlab")
-    return meta
-
-
-def _inside(d: Path, name: str) -> Path:
-    """Resolve a file name from metadata, refusing anything outside the bundle folder."""
-    p = (d / name).resolve()
-    if p.parent != d.resolve():
-        raise ValueError(f"model metadata names weight file {name!r} outside the model folder; refusing to follow it")
-    return p
+__all__ = ["save_model", "load_model", "read_metadata", "BUNDLE_VERSION", "versions", "LOADERS"]
 
 
 def load_model(directory, device: str | None = None):
-    """Load a model bundle written by :meth:`pixlab.Model.save`.
+    """Load a model bundle written by :meth:`pixlab.Model.save` (or any format in :data:`LOADERS`).
 
     Parameters
     ----------
     directory : str or PathLike
-        The bundle folder.
+        The bundle folder, a bioimage.io package (``.zip`` or folder), or a folder written by
+        ``OnnxModel.save``.
     device : str, optional
         Where to put the network ('cpu', 'cuda', ...); default CPU.
 
@@ -132,22 +34,42 @@ def load_model(directory, device: str | None = None):
     -------
     pixlab.Model
     """
+    for _, accepts, load in LOADERS:
+        if accepts(directory):
+            model = load(directory)
+            return model.to(device) if device else model
+    raise AssertionError("the pixlab bundle loader accepts every path")  # pragma: no cover
+
+
+def _is_bioimageio(directory) -> bool:
+    from pixlab.model.bioimageio_import import is_bioimageio
+    return is_bioimageio(directory)
+
+
+def _load_bioimageio(directory):
+    from pixlab.model.bioimageio_import import load_bioimageio
+    return load_bioimageio(directory)
+
+
+def _is_onnx_import(directory) -> bool:
+    d = Path(directory)
+    return d.is_dir() and not (d / METADATA).is_file() and (d / "onnx_model.json").is_file()
+
+
+def _load_onnx_import(directory):
+    from pixlab.model.onnx_import import import_onnx
+    return import_onnx(Path(directory))
+
+
+def _load_pixlab(directory):
+    """A folder written by :func:`save_model`; every check on the path and its files is here."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from pixlab.training.config import TrainConfig
     from pixlab.model.model import Model
     from pixlab.nn.networks import build_network
+    from pixlab.training.config import TrainConfig
 
-    from pixlab.model.export.bioimageio_import import is_bioimageio
-    if is_bioimageio(directory):  # a bioimage.io package (.zip or folder), or one saved by pixlab
-        from pixlab.model.export.bioimageio_import import load_bioimageio
-        model = load_bioimageio(directory)
-        return model.to(device) if device else model
     d = _bundle_dir(directory)
-    if not (d / METADATA).is_file() and (d / "onnx_model.json").is_file():
-        from pixlab.model.onnx_import import import_onnx  # an imported external ONNX model saved by pixlab
-        model = import_onnx(d)
-        return model
     meta = read_metadata(d)
     cfg = TrainConfig.from_dict(meta["config"])
     wpath = _inside(d, meta.get("weights", WEIGHTS))
@@ -167,8 +89,15 @@ def load_model(directory, device: str | None = None):
     extra = {k: v for k, v in meta.items() if k not in (
         "format", "bundle_version", "weights", "class_names", "colours", "channel_names", "normalization",
         "config", "history")}
-    model = Model(net, meta["class_names"], meta["colours"], meta["channel_names"], meta["normalization"],
-                  cfg, meta.get("history", []), extra)
-    if device:
-        model.to(device)
-    return model
+    return Model(net, meta["class_names"], meta["colours"], meta["channel_names"], meta["normalization"],
+                 cfg, meta.get("history", []), extra)
+
+
+#: What :func:`load_model` reads, tried in order: ``(name, accepts(path) -> bool, load(path) -> Model)``.
+#: The pixlab bundle comes last and accepts everything, so its messages (pickle files, missing
+#: metadata, damaged weights) are the ones a wrong path gets.
+LOADERS = [
+    ("bioimageio", _is_bioimageio, _load_bioimageio),   # a bioimage.io package (.zip or folder)
+    ("onnx-import", _is_onnx_import, _load_onnx_import),  # an external ONNX model saved by OnnxModel.save
+    ("pixlab", lambda directory: True, _load_pixlab),
+]

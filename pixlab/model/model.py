@@ -1,4 +1,10 @@
-"""The trained model: network + everything needed to apply it the way it was trained."""
+"""The trained model: network + everything needed to apply it the way it was trained.
+
+:class:`Model` holds data and runs batches; what it does with files is delegated downwards
+(:mod:`pixlab.model.folder` writes the bundle, :mod:`pixlab.inference.in_memory` predicts,
+:mod:`pixlab.model.export.formats` exports), never to a module that loads models, so that
+:mod:`pixlab.model.bundle` can build a ``Model`` without an import cycle.
+"""
 
 from __future__ import annotations
 
@@ -125,7 +131,7 @@ class Model:
         ndarray, shape (K, Y, X), float32
             ``probs[k-1]`` is the probability of class ``k``.
         """
-        from pixlab.inference.predict import predict_image
+        from pixlab.inference.in_memory import predict_image
         return predict_image(self, image, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                              per_image_norm=per_image_norm)
 
@@ -175,20 +181,17 @@ class Model:
         Delegates to :func:`pixlab.model.export.export_model` (see there for the options). Returns
         the path written.
         """
-        from pixlab.model.export import export_model
-        return export_model(self, out, format, **options)
+        from pixlab.model.export.formats import write
+        return write(self, out, format, **options)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:
-        """Write the bundle (model.safetensors + metadata.json) into ``directory`` atomically."""
-        from pixlab.model.bundle import save_model
-        save_model(self, directory)
+        """Write the bundle (model.safetensors + metadata.json) into ``directory`` atomically.
 
-    @classmethod
-    def load(cls, directory) -> "Model":
-        """Read a bundle written by :meth:`save`."""
-        from pixlab.model.bundle import load_model
-        return load_model(directory)
+        Read it back with :func:`pixlab.load_model` (:mod:`pixlab.model.bundle`, the one loader).
+        """
+        from pixlab.model.folder import save_model
+        save_model(self, directory)
 
     def copy(self) -> "Model":
         """A deep copy (network included)."""

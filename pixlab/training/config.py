@@ -211,7 +211,7 @@ class TrainConfig:
     @classmethod
     def from_model(cls, directory) -> "TrainConfig":
         """The configuration a saved model bundle was trained with ("load settings from model")."""
-        from pixlab.model.bundle import read_metadata
+        from pixlab.model.folder import read_metadata  # the file format only: bundle itself imports TrainConfig
         d = dict(read_metadata(directory)["config"])
         # A weight file path is specific to the machine that trained the bundle; never follow it.
         d["weights_path"] = None

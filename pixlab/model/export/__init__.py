@@ -19,25 +19,17 @@ from __future__ import annotations
 import os
 
 from pixlab.model.export._common import ExportError
+from pixlab.model.export.formats import FORMATS, write
 
 __all__ = ["FORMATS", "ExportError", "export_model"]
-
-#: Export formats and what they write.
-FORMATS = {
-    "bioimageio": "bioimage.io model package (.zip)",
-    "qupath-dl": "QuPath DL pixel classifier folder",
-    "torchscript": "TorchScript file (.pt)",
-    "onnx": "ONNX file (.onnx)",
-}
-
 
 def export_model(model, out, format: str = "bioimageio", **options) -> str:
     """Write ``model`` in another tool's format.
 
     Parameters
     ----------
-    model : pixlab.Model or path
-        A model, or a model folder written by ``model.save``.
+    model : pixlab.Model
+        A model (load a folder first with :func:`pixlab.load_model`).
     out : str or PathLike
         The file or folder to write (see :data:`FORMATS`); never half-written.
     format : {"bioimageio", "qupath-dl", "torchscript", "onnx"}
@@ -58,26 +50,8 @@ def export_model(model, out, format: str = "bioimageio", **options) -> str:
         The model cannot be written in that format (the message names one that works).
     """
     if isinstance(model, (str, os.PathLike)):
-        from pixlab.model.bundle import load_model
-
-        model = load_model(model)
-    key = str(format).strip().lower().replace("_", "-")
-    if key in ("bioimage.io", "bioimage-io", "bmz"):
-        key = "bioimageio"
-    if key == "qupath":
-        key = "qupath-dl"
-    if key not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of {list(FORMATS)}")
-    if key == "bioimageio":
-        from pixlab.model.export.bioimageio import export_bioimageio
-
-        return export_bioimageio(model, out, **options)
-    if key == "qupath-dl":
-        from pixlab.model.export.qupath import export_qupath
-
-        return export_qupath(model, out, **options)
-    if key == "torchscript":
-        from pixlab.model.export.torchscript import export_torchscript
-
-        return export_torchscript(model, out, **options)
-    return model.export_onnx(out, **options)
+        # Loading here would make the export package depend on the loader, which depends on this
+        # package's model formats (an import cycle): the caller loads.
+        raise TypeError(f"export_model takes a pixlab Model, got the path '{model}'; load it first with "
+                        "pixlab.load_model(folder)")
+    return write(model, out, format, **options)

@@ -139,7 +139,7 @@ def test_crop(model, sample, size: int, minimum: int, step: int, seed: int = 0) 
     random image within the training intensity range is made, and that choice is printed.
     """
     from pixlab.image.io import open_image
-    from pixlab.inference.predict import match_channels
+    from pixlab.inference.prepare import match_channels
 
     s = valid_size(size, minimum, step)
     if sample is None:

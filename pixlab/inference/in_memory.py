@@ -1,0 +1,35 @@
+"""Prediction of a whole image held in memory (what :meth:`pixlab.Model.predict` runs).
+
+Kept apart from :mod:`pixlab.inference.stream` (files of any size) so that ``Model.predict`` does
+not depend on the file pipeline, which loads models from folders (an import cycle otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pixlab.inference.prepare import image_stats_for, match_channels, tile_reader, working_image
+
+__all__ = ["predict_image"]
+
+
+def predict_image(model, image, *, tile_size=None, overlap=None, batch_size=None, per_image_norm=None):
+    """Class probabilities (K, Y, X) float32 for a whole image; see :meth:`pixlab.Model.predict`."""
+    from pixlab.image.io import open_image
+    from pixlab.inference.tiling import predict_tiled
+
+    img = match_channels(model, open_image(image))
+    stats = image_stats_for(model, img, per_image_norm)
+    full_yx = img.shape[1:]
+    work, ds = working_image(model, img)
+    tile = int(tile_size or model.inference_tile_size)
+    ov = model.config.tile_overlap if overlap is None else overlap
+    bs = int(batch_size or (model.config.batch_size if model.device.type == "cuda" else 4))
+    probs = predict_tiled(tile_reader(work, stats), work.shape[1:], model.n_classes, model.infer_batch,
+                          tile=tile, overlap=ov, batch_size=bs)
+    if tuple(probs.shape[1:]) != tuple(full_yx):  # predicted at the model's pixel size: back to the image's
+        import torch
+        t = torch.from_numpy(probs)[None]
+        probs = torch.nn.functional.interpolate(t, size=tuple(full_yx), mode="bilinear",
+                                                align_corners=False)[0].numpy()
+    return np.ascontiguousarray(probs, dtype=np.float32)
