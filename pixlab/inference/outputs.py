@@ -147,15 +147,27 @@ class PreviewLabels:
 
     def add(self, probs: np.ndarray) -> None:
         """Add the next rows of probabilities ``(K, h, X)``."""
-        f = self.factor
-        k, h, w = probs.shape
-        if f == 1:
-            self.labels[self._row: self._row + h] = np.argmax(probs, axis=0) + 1
-            self._row += h
+        if self.factor == 1:
+            self.add_labels(np.argmax(probs, axis=0) + 1)
             return
-        pad = self.shape[1] * f - w
+        k, h, w = probs.shape
+        pad = self.shape[1] * self.factor - w
         cols = np.pad(probs, ((0, 0), (0, 0), (0, pad))) if pad else probs
-        cols = cols.reshape(k, h, self.shape[1], f).sum(axis=3)
+        self.add_columns(cols.reshape(k, h, self.shape[1], self.factor).sum(axis=3))
+
+    def add_labels(self, labels: np.ndarray) -> None:
+        """Add the next rows as a label map ``(h, X)`` (factor 1 only)."""
+        if self.factor != 1:
+            raise ValueError(f"add_labels needs factor 1, this preview reduces by {self.factor}; use add")
+        h = labels.shape[0]
+        self.labels[self._row: self._row + h] = labels
+        self._row += h
+
+    def add_columns(self, cols: np.ndarray) -> None:
+        """Add the next rows as sums of probabilities over blocks of ``factor`` columns,
+        ``(K, h, ceil(X / factor))`` (what the device pipeline hands back instead of full rows)."""
+        f = self.factor
+        h = cols.shape[1]
         i = 0
         while i < h:
             y = self._row + i

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["match_channels", "image_stats_for", "tile_reader", "working_image", "BAND_CACHE_BYTES"]
+__all__ = ["match_channels", "image_stats_for", "tile_reader", "read_rows", "working_image", "BAND_CACHE_BYTES"]
 
 
 def match_channels(model, img):
@@ -57,29 +57,61 @@ def tile_reader(img, stats, band_cache_bytes: int = BAND_CACHE_BYTES):
 
     def read_raw(y0, y1, x0, x1):
         if (y1 - y0) * row_bytes > band_cache_bytes:
-            return img.read((y0, y1, x0, x1))
+            return read_region(img, y0, y1, x0, x1, scheduler=None)
         if band["rows"] != (y0, y1):
             band["data"] = None  # let the previous band go before reading the next
-            band["data"] = img.read((y0, y1, 0, width))
+            band["data"] = read_region(img, y0, y1, 0, width, scheduler=None)
             band["rows"] = (y0, y1)
         return band["data"][:, :, x0:x1]
 
     def read_tile(y0, y1, x0, x1):
-        try:
-            raw = read_raw(y0, y1, x0, x1)
-        except ValueError:
-            raise
-        except Exception as e:  # e.g. imagecodecs.DeflateError (a RuntimeError) for a damaged tile
-            raise ValueError(
-                f"cannot read image '{img.path or img.name}' near y={y0}..{y1}, x={x0}..{x1}: "
-                f"{type(e).__name__}: {e}; the file is damaged, copy or export it again") from e
-        tile = apply(raw, stats)
-        if not np.isfinite(tile).all():
-            bad = [img.channel_names[c] for c in range(tile.shape[0]) if not np.isfinite(tile[c]).all()]
-            raise ValueError(f"image '{img.name}' has NaN or infinite values in channel(s) {bad} near "
-                             f"y={y0}..{y1}, x={x0}..{x1}; replace them (e.g. numpy.nan_to_num) before predicting")
+        tile = apply(read_raw(y0, y1, x0, x1), stats)
+        _check_finite(img, tile, (y0, y1, x0, x1))
         return tile
     return read_tile
+
+
+def _check_finite(img, data, box) -> None:
+    if np.issubdtype(data.dtype, np.integer) or np.isfinite(data).all():
+        return
+    y0, y1, x0, x1 = box
+    bad = [img.channel_names[c] for c in range(data.shape[0]) if not np.isfinite(data[c]).all()]
+    raise ValueError(f"image '{img.name}' has NaN or infinite values in channel(s) {bad} near "
+                     f"y={y0}..{y1}, x={x0}..{x1}; replace them (e.g. numpy.nan_to_num) before predicting")
+
+
+def read_region(img, y0, y1, x0, x1, scheduler: str | None = "synchronous") -> np.ndarray:
+    """``img`` over ``[y0, y1) x [x0, x1)`` in its own dtype; a damaged file is one clear ValueError.
+
+    Safe to call from several threads at once (tifffile's file handle is locked while bytes are
+    read; decoding runs in parallel). A lazy image is computed with dask's synchronous scheduler:
+    the callers parallelise over regions themselves, and no dask pool thread is left behind
+    (``scheduler=None``: dask's default, its own thread pool, for a caller that reads one region at
+    a time).
+    """
+    from pixlab.image.formats import unreadable
+
+    arr = img.data[:, y0:y1, x0:x1]
+    if not hasattr(arr, "compute"):
+        return np.asarray(arr)
+    try:
+        try:
+            return np.asarray(arr.compute(scheduler=scheduler) if scheduler else arr.compute())
+        except (OSError, ValueError) as exc:  # tifffile.TiffFileError is a ValueError: as Image.read says it
+            raise unreadable(img.path or img.name, exc) from exc
+    except ValueError:
+        raise
+    except Exception as e:  # e.g. imagecodecs.DeflateError (a RuntimeError) for a damaged tile
+        raise ValueError(
+            f"cannot read image '{img.path or img.name}' near y={y0}..{y1}, x={x0}..{x1}: "
+            f"{type(e).__name__}: {e}; the file is damaged, copy or export it again") from e
+
+
+def read_rows(img, y0, y1) -> np.ndarray:
+    """Full-width rows ``[y0, y1)`` of ``img`` (see :func:`read_region`), checked for NaN/inf."""
+    raw = read_region(img, y0, y1, 0, img.shape[2])
+    _check_finite(img, raw, (y0, y1, 0, img.shape[2]))
+    return raw
 
 
 def working_image(model, img):

@@ -183,20 +183,29 @@ class _TiffSpool:
         fd, self.spool_path = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".spool.tmp",
                                                dir=final_path.parent)
         self.file = os.fdopen(fd, "w+b")
+        # Tiles are compressed in parallel (zlib/zstd release the GIL); written in order by emit.
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pixlab.inference.pipeline import worker_count
+        self._pool = (None if self._encode is None else
+                      ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="pixlab-encode"))
         # index[level][channel] = [(offset, nbytes), ...] in TIFF tile order (rows, then columns).
         self.index = [[[] for _ in range(n_channels)] for _ in shapes]
 
     def emit(self, level, y0, block):
         tile = self.tile
+        pieces, where = [], []
         for c in range(block.shape[0]):
             for x0 in range(0, block.shape[2], tile):
                 piece = block[c, :, x0: x0 + tile]
                 if piece.shape != (tile, tile):  # edge tiles are stored full size, zero padded
                     piece = np.pad(piece, ((0, tile - piece.shape[0]), (0, tile - piece.shape[1])))
-                piece = np.ascontiguousarray(piece)
-                data = piece.tobytes() if self._encode is None else self._encode(piece)
-                self.index[level][c].append((self.file.tell(), len(data)))
-                self.file.write(data)
+                pieces.append(np.ascontiguousarray(piece))
+                where.append(c)
+        encoded = (p.tobytes() for p in pieces) if self._pool is None else self._pool.map(self._encode, pieces)
+        for c, data in zip(where, encoded):
+            self.index[level][c].append((self.file.tell(), len(data)))
+            self.file.write(data)
 
     def _tiles(self, level):
         for entries in self.index[level]:
@@ -220,6 +229,8 @@ class _TiffSpool:
                          metadata=None, **options)
 
     def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self.file.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.spool_path)

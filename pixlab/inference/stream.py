@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import sys
-import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,48 +23,6 @@ def _tiling(model, tile_size, overlap, batch_size, n_channels):
     if batch_size is None:
         batch_size = cuda_batch_size(model, tile, n_channels) if model.device.type == "cuda" else 4
     return tile, ov, int(batch_size)
-
-
-class _Writer:
-    """Runs ``consume(*item)`` on a background thread, fed through a small bounded queue.
-
-    The bound (a few bands) keeps memory flat when writing is slower than predicting. An error in
-    the thread is re-raised in the caller at its next :meth:`put` or at exit; after an error the
-    thread keeps draining (and discarding) the queue, so the caller can never block forever.
-    """
-
-    def __init__(self, consume, maxsize: int = 3):
-        self._consume = consume
-        self._queue: queue.Queue = queue.Queue(maxsize)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="pixlab-writer", daemon=True)
-
-    def _run(self):
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is None:
-                try:
-                    self._consume(*item)
-                except BaseException as e:  # handed to the caller thread
-                    self.error = e
-
-    def put(self, *item):
-        if self.error is not None:
-            raise self.error
-        self._queue.put(item)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self._queue.put(None)
-        self._thread.join()
-        if exc_type is None and self.error is not None:
-            raise self.error
-        return False
 
 
 def _as_model(model):
@@ -110,13 +67,15 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
                  batch_size: int | None = None, per_image_norm: bool | None = None,
                  window: str = "gaussian", tiff_tile: int = 256, compression: str | None = "zlib",
                  geojson_max_pixels: int = 2**24, overlay_max_side: int = 2048,
-                 progress: bool = False) -> dict:
+                 background="auto", progress: bool = False) -> dict:
     """Predict a whole image file, streaming, and write the outputs asked for.
 
     The input is read lazily tile by tile (plus overlap) at the model's training resolution (a
     matching pyramid level when the file has one), normalised with the model's statistics, run
     through the network in batches, blended (no seams) and written row band by row band, so memory
-    stays flat whatever the image size. Reading, writing and compression overlap the network.
+    stays flat whatever the image size. Reading and decoding, the network and the blending (on the
+    model's device), and compression and writing run concurrently (:mod:`pixlab.inference.pipeline`);
+    an error or Ctrl-C stops every worker thread and leaves no output file.
 
     Parameters
     ----------
@@ -143,7 +102,9 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
         Replace existing outputs; otherwise an existing output raises FileExistsError before any
         work is done.
     backend : {"eager", "onnxruntime", "auto"}
-        See :func:`get_backend`.
+        See :func:`pixlab.inference.backends.get_backend`: "auto" measures the candidates this
+        machine has (channels-last, AMP and ``torch.compile`` on CUDA, ONNX Runtime) on a few tiles
+        and keeps the fastest that agrees with eager float32; it prints what it picked.
     tile_size, overlap, batch_size : optional
         Network tile size, overlap fraction and tiles per batch (default: the model's; on a GPU
         the batch size is chosen from free memory).
@@ -161,6 +122,13 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
         and the GeoJSON says so through coarser outlines. The overlay uses the same map.
     overlay_max_side : int
         Longest side of the overlay PNG.
+    background : {"auto", "none"} or TissueMask
+        Skip tiles without tissue (:func:`pixlab.image.tissue.tissue_mask`): they are not read nor
+        run, and pixels that no computed tile covers are written as class 1 (the first class,
+        normally "background") with probability 1. A TissueMask: yours (made for this image).
+        "auto": a mask is made only for a whole slide, an image of more than 4096 x 4096 pixels
+        with a pyramid level small enough to find the tissue on cheaply; other images are predicted
+        everywhere. "none": every tile is predicted.
     progress : bool
         Show a tqdm progress bar over tiles.
 
@@ -168,7 +136,7 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
     -------
     dict
         ``outputs`` (format -> path written), ``shape`` (K, Y, X) of the raster, ``backend`` (name
-        used), ``tiles``, ``seconds``, ``measurements`` (pandas DataFrame or None) and
+        used), ``tiles`` (in the grid), ``tiles_skipped`` (background), ``seconds``, ``measurements`` (pandas DataFrame or None) and
         ``preview_downsample`` (full-resolution pixels per GeoJSON/overlay pixel).
 
     Examples
@@ -204,21 +172,95 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
                                tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                                per_image_norm=per_image_norm, window=window, tiff_tile=tiff_tile,
                                compression=compression, geojson_max_pixels=geojson_max_pixels,
-                               overlay_max_side=overlay_max_side, progress=progress, t_start=t_start)
+                               overlay_max_side=overlay_max_side, background=background, progress=progress,
+                               t_start=t_start)
     finally:
         if opened is not in_path:  # close only what we opened
             opened.close()
 
 
+_SLIDE_PIXELS = 4096 * 4096  # background="auto" looks for tissue only on images larger than this
+
+
+def _tissue_for(background, img, work):
+    """The TissueMask to skip background with, in ``work``'s pixel coordinates, or None."""
+    from pixlab.image.tissue import MASK_MAX_PIXELS, TissueMask, tissue_mask
+
+    if isinstance(background, str) and background in ("auto", "none"):
+        if background == "none":
+            return None
+        y, x = img.shape[1:]
+        small = min(int(lv.shape[1]) * int(lv.shape[2]) for lv in img.levels)
+        if y * x <= _SLIDE_PIXELS or small > MASK_MAX_PIXELS:
+            return None  # not a slide, or no level to find the tissue on without reading it all
+        with warnings.catch_warnings():  # no contrast: all tissue, nothing skipped, nothing to say
+            warnings.filterwarnings("ignore", message=".*no tissue/background contrast")
+            tm = tissue_mask(img)
+    elif isinstance(background, TissueMask):
+        tm = background
+        ty, tx = tm.shape
+        y, x = img.shape[1:]
+        if abs(ty / tx - y / x) > 0.02 * (y / x):
+            raise ValueError(f"background mask is for an image of size {tm.shape} but image '{img.name}' is "
+                             f"({y}, {x}); make it with pixlab.image.tissue.tissue_mask(this image)")
+    else:
+        raise ValueError(f"background must be 'auto', 'none' or a TissueMask, got {background!r}")
+    return tm.for_shape(work.shape[1:])
+
+
+class _Outputs:
+    """What becomes of finished rows (in the writer thread): the raster, counts, preview.
+
+    Other per-band outputs (e.g. objects merged across bands) add a callable to :attr:`extra`;
+    each gets every :class:`pixlab.inference.blend.FinishedRows` in order (``.labels`` is the
+    ``(h, X)`` uint8 label map when ``labels=True`` was asked of the blender).
+    """
+
+    def __init__(self, writer, counter, preview, labels_out):
+        self.writer, self.counter, self.preview, self.labels_out = writer, counter, preview, labels_out
+        self.extra: list = []
+
+    def __call__(self, rows):
+        rows.ready()
+        labels = rows.out[0] if self.labels_out else rows.labels
+        if self.writer is not None:
+            self.writer.write(rows.out)
+        if self.counter is not None:
+            self.counter.add(labels)
+        if self.preview is not None:
+            if self.preview.factor == 1:
+                self.preview.add_labels(labels)
+            else:
+                self.preview.add_columns(rows.columns)
+        for consume in self.extra:
+            consume(rows)
+
+
+def _sample_tiles(reader, boxes, tile, stats, n=4):
+    """Up to ``n`` normalised tiles of the first band, for backend="auto" to measure on."""
+    import torch
+
+    from pixlab.image.normalize import apply_torch
+
+    y0 = boxes[0][0]
+    band = reader.band(y0, y0 + tile)
+    pieces = [band[:, :, x0: x0 + tile] for y, x0 in boxes[:n] if y == y0]
+    if band.shape[1] != tile or any(p.shape[2] != tile for p in pieces):
+        return None
+    return apply_torch(torch.stack(pieces), stats)
+
+
 def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, overlap, batch_size,
                     per_image_norm, window, tiff_tile, compression, geojson_max_pixels,
-                    overlay_max_side, progress, t_start):
+                    overlay_max_side, background, progress, t_start):
     from tqdm.auto import tqdm
 
-    from pixlab.inference.outputs import LabelCounter, PreviewLabels, RasterWriter, measurements_table, to_output
-    from pixlab.inference.outputs import write_geojson, write_measurements
-    from pixlab.inference.tiling import _check_overlap, predict_tiled, tile_starts
     from pixlab.image.resolution import output_pixel_size
+    from pixlab.inference.blend import BandBlender
+    from pixlab.inference.outputs import LabelCounter, PreviewLabels, RasterWriter, measurements_table
+    from pixlab.inference.outputs import write_geojson, write_measurements
+    from pixlab.inference.pipeline import BackgroundSink, StripReader, run_tiles, worker_count
+    from pixlab.inference.tiling import _check_overlap, blend_window, tile_starts
 
     img = match_channels(model, img)
     work, ds = working_image(model, img)
@@ -227,15 +269,10 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
     height, width = work.shape[1:]
     k = model.n_classes
     step = max(1, round(tile * (1 - _check_overlap(ov))))
-    n_tiles = len(tile_starts(height, tile, step)) * len(tile_starts(width, tile, step))
-    read_tile = tile_reader(work, stats)
-
-    sample = None
-    if backend == "auto" and n_tiles >= 8:  # too few tiles to repay comparing the backends
-        sample = np.stack([read_tile(0, min(tile, height), 0, min(tile, width))])
-        if sample.shape[2:] != (tile, tile):
-            sample = None
-    engine = get_backend(model, backend, sample)
+    th, tw = min(tile, height), min(tile, width)
+    grid = [(y0, x0) for y0 in tile_starts(height, tile, step) for x0 in tile_starts(width, tile, step)]
+    tissue = _tissue_for(background, img, work)
+    boxes = grid if tissue is None else [(y, x) for y, x in grid if tissue.covers(y, y + th, x, x + tw)]
 
     raster_fmt = next((f for f in ("ome-tiff", "ome-zarr") if f in targets), None)
     labels_out = output == "labels"
@@ -244,13 +281,16 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
                if "geojson" in targets or "png" in targets else None)
     out_shape = (1 if labels_out else k, height, width)
     out_dtype = np.uint8 if labels_out else np.dtype(dtype)
-    bar = tqdm(total=n_tiles, unit="tile", desc=img.name, disable=not progress, leave=False,
+    device = model.device
+    blender = BandBlender(
+        k, height, width, tile, blend_window(tile, window), device,
+        output=output if raster_fmt is not None else None, dtype=dtype,
+        labels=not labels_out and (counter is not None or (preview is not None and preview.factor == 1)),
+        preview_factor=preview.factor if preview is not None else None, fill_uncovered=tissue is not None)
+    if labels_out and raster_fmt is None:
+        blender.output = "labels"  # the label map is what counts and previews are made of
+    bar = tqdm(total=len(boxes), unit="tile", desc=img.name, disable=not progress, leave=False,
                file=sys.stderr)
-
-    def infer(batch):
-        out = engine.infer_batch(batch)
-        bar.update(len(batch))
-        return out
 
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
@@ -262,21 +302,24 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
                 colours=[[255, 255, 255]] if labels_out else model.colours, tile=tiff_tile,
                 compression=compression, name=img.name, display_max=k if labels_out else None,
                 **output_pixel_size(img, work)))
-
-        def consume(y0, y1, probs):
-            labels = None
-            if counter is not None or labels_out:
-                labels = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
-            if writer is not None:
-                writer.write(labels[None] if labels_out else to_output(probs, output, dtype))
-            if counter is not None:
-                counter.add(labels)
-            if preview is not None:
-                preview.add(probs)
-
-        with _Writer(consume) as band_writer:
-            predict_tiled(read_tile, (height, width), k, infer, tile=tile, overlap=ov, batch_size=bs,
-                          window=window, sink=band_writer.put)
+        reader = StripReader(work, tile, device, worker_count())
+        stack.callback(reader.close)  # runs before the writer's exit: no reader outlives an error
+        engine = None
+        if backend == "auto" and len(boxes) >= 8:  # too few tiles to repay comparing the backends
+            from pixlab.inference.backends import get_backend as pick
+            sample = _sample_tiles(reader, boxes, tile, stats)
+            engine = pick(model, "auto", sample) if sample is not None else None
+        if engine is None:
+            engine = get_backend(model, "eager" if backend == "auto" else backend)
+        consume = _Outputs(writer, counter, preview, labels_out)
+        if boxes:
+            with BackgroundSink(consume) as sink:
+                run_tiles(reader, boxes, (height, width), tile, bs, stats, engine.logits, blender, sink.put,
+                          progress=bar.update)
+        else:  # nothing but background
+            for rows in blender.finish(height):
+                consume(rows)
+        reader.close()
 
         table = None
         if counter is not None:
@@ -295,7 +338,8 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
         "outputs": {fmt: os.fspath(p) for fmt, p in targets.items()},
         "shape": out_shape,
         "backend": engine.name,
-        "tiles": n_tiles,
+        "tiles": len(grid),
+        "tiles_skipped": len(grid) - len(boxes),
         "seconds": time.perf_counter() - t_start,
         "measurements": table,
         "preview_downsample": preview_ds,

@@ -1,11 +1,13 @@
 """Streaming 2-D sliding-window inference with blended overlapping tiles.
 
 The math is MONAI's ``sliding_window_inference`` (step = tile * (1 - overlap), a separable
-Gaussian importance map, a weighted sum plus a weight map, divided at the end, small images padded
+Gaussian importance map, the weighted mean of the tiles covering each pixel, small images padded
 and cropped back), restricted to 2-D and made streaming: tiles are processed one row ("band") at a
 time and rows are finished as soon as no later tile can touch them, so memory is
 O(n_out * tile * width) instead of O(n_out * height * width). Whole-slide images therefore never
-need to fit in memory.
+need to fit in memory. The weighted mean is computed incrementally in float32 (the rule and why
+it is exact for a constant network: :mod:`pixlab.inference.blend`, whose device twin of this
+function ``predict_file`` uses).
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def predict_tiled(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     step = max(1, round(tile * (1 - _check_overlap(overlap))))
-    weights = blend_window(tile, window).astype(np.float64)
+    weights = blend_window(tile, window)
 
     # Tiles in raster order; a new y start means every tile of the previous band is done.
     tile_h, tile_w = min(tile, height), min(tile, width)
@@ -206,10 +208,10 @@ def predict_tiled(
     ]
     batches = [boxes[i : i + batch_size] for i in range(0, len(boxes), batch_size)]
 
-    # float64 accumulators: sum(w * c) / sum(w) then rounds back to exactly c in float32, so a
-    # constant network gives an exactly constant output (no seams at all).
-    acc = np.zeros((n_out, tile_h, width), dtype=np.float64)
-    wsum = np.zeros((tile_h, width), dtype=np.float64)
+    # float32 running weighted means (W += w; M += w / W * (p - M)): a constant network gives an
+    # exactly constant output (no seams at all) without float64 accumulators.
+    acc = np.zeros((n_out, tile_h, width), dtype=np.float32)
+    wsum = np.zeros((tile_h, width), dtype=np.float32)
     top = 0  # image row held in acc[:, 0]
     result = None if sink is not None else np.empty((n_out, height, width), dtype=np.float32)
 
@@ -218,7 +220,7 @@ def predict_tiled(
         done = y_end - top
         if done <= 0:
             return
-        block = (acc[:, :done] / wsum[:done]).astype(np.float32)
+        block = acc[:, :done].copy()
         if result is None:
             sink(top, y_end, block)
         else:
@@ -250,7 +252,9 @@ def predict_tiled(
                 # the buffer starts at row y0, so the tile lands in its first rows.
                 emit(y0)
                 h, w = y1 - y0, x1 - x0
-                acc[:, :h, x0:x1] += tile_pred[:, :h, :w] * weights[:h, :w]
-                wsum[:h, x0:x1] += weights[:h, :w]
+                ws = wsum[:h, x0:x1]
+                ws += weights[:h, :w]
+                mean = acc[:, :h, x0:x1]
+                mean += (np.asarray(tile_pred[:, :h, :w], np.float32) - mean) * (weights[:h, :w] / ws)
     emit(height)
     return result
