@@ -36,7 +36,7 @@ def _data(name: str):
 
 
 def _miou(model, img, truth) -> float:
-    from pixlab.analysis.diagnostics import confusion_matrix, metrics_from_confusion
+    from pixlab.analysis.metrics import confusion_matrix, metrics_from_confusion
     probs = model.predict(img)
     cm = confusion_matrix(truth, probs.argmax(0) + 1, len(model.class_names))
     return float(metrics_from_confusion(cm, model.class_names)["iou"].mean()), probs

@@ -13,6 +13,7 @@ import pytest
 import pixlab
 from pixlab.analysis import active
 import pixlab.analysis.diagnostics as dx
+import pixlab.analysis.maps
 from pixlab.annotation import AnnotationGuide, AnnotationSession
 from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
 from pixlab.image.display import Viewport
@@ -152,7 +153,7 @@ def test_overlay_menu_shows_the_exact_map_overlay_at_every_zoom_and_caches_the_m
         calls["maps"] += 1
         return real(*args, **kw)
 
-    monkeypatch.setattr(dx, "pixel_maps", counting)
+    monkeypatch.setattr(pixlab.analysis.maps, "pixel_maps", counting)  # where the guide looks it up
     drawn = []
     a.canvas[1].put_image_data = lambda data, x=0, y=0: drawn.append((data.copy(), x, y))
     maps = real(model, img, labels)

@@ -144,7 +144,7 @@ class AnnotationGuide:
             ``prediction``, ``confidence``, ``entropy``, ``margin``, ``loss``, ``disagreement``; the
             arrays start at full-res pixel ``(region y0, region x0)``.
         """
-        from pixlab.analysis.diagnostics import pixel_maps
+        from pixlab.analysis.maps import pixel_maps
 
         model = self._require_model()
         i = self.session.index_of(image)
@@ -172,7 +172,7 @@ class AnnotationGuide:
         opacity : float
             Alpha of the coloured pixels, 0-1.
         """
-        from pixlab.analysis.diagnostics import MAP_STYLES, map_overlay
+        from pixlab.analysis.maps import MAP_STYLES, map_overlay
         from pixlab.image.display import label_overlay
 
         if name not in GUIDE_OVERLAYS:
@@ -245,7 +245,7 @@ class AnnotationGuide:
             Its ``tiles["image"]`` indexes the labelled images in session order; :meth:`confused_tiles`
             adds the session's image index.
         """
-        from pixlab.analysis.diagnostics import evaluate
+        from pixlab.analysis.evaluate import evaluate
 
         model = self._require_model()
         s = self.session

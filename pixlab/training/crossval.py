@@ -132,7 +132,7 @@ def cross_validate(samples, cfg=None, class_names: Sequence[str] | None = None, 
     from sklearn.model_selection import KFold
 
     from pixlab.training.config import TrainConfig
-    from pixlab.analysis.diagnostics import confusion_matrix, metrics_from_confusion
+    from pixlab.analysis.metrics import confusion_matrix, metrics_from_confusion
 
     cfg = cfg or TrainConfig()
     if not isinstance(cfg, TrainConfig):

@@ -48,9 +48,13 @@ def sparse_loss(logits, target, pseudo, cfg, class_weights):
 
 
 def confusion(pred, target, k):
-    """(K, K) counts, rows = labelled class, columns = predicted; targets < 0 are ignored."""
-    m = target >= 0
-    return np.bincount(target[m] * k + pred[m], minlength=k * k).reshape(k, k)
+    """(K, K) counts, rows = labelled class, columns = predicted; 0-based ids, targets < 0 are ignored.
+
+    The training loop's view of :func:`pixlab.analysis.metrics.confusion_matrix` (1-based, 0 = unlabelled).
+    """
+    from pixlab.analysis.metrics import confusion_matrix
+    target = np.asarray(target, np.int64)
+    return confusion_matrix(np.where(target >= 0, target + 1, 0), np.asarray(pred, np.int64) + 1, k)
 
 
 _confusion = confusion
@@ -58,12 +62,8 @@ _confusion = confusion
 
 def miou_from_confusion(cm: np.ndarray) -> tuple[float, list[float]]:
     """Mean IoU over classes present in the labels, and per-class IoU (NaN where absent)."""
-    tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    present = cm.sum(1) > 0
-    iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    iou = np.where(present, iou, np.nan)
-    return (float(np.nanmean(iou)) if present.any() else float("nan")), iou.tolist()
+    from pixlab.analysis.metrics import iou_from_confusion, mean_iou
+    return mean_iou(cm), iou_from_confusion(cm).tolist()
 
 
 def class_weight_tensor(cfg, class_names, device):
