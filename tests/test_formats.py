@@ -252,3 +252,23 @@ def test_predict_lists_ome_zarr_and_slide_inputs(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     assert [p.name for p in list_images(tmp_path)] == ["a.ome.zarr", "slide.svs"]
     assert list_images(tmp_path / "a.ome.zarr") == [tmp_path / "a.ome.zarr"]  # one image, not a folder
+
+
+def test_one_folder_listing_rule_for_every_folder_input(tmp_path):
+    """Project images, prediction inputs and annotation folders all list a folder with
+    formats.list_image_folder: images (an OME-Zarr folder is one), no hidden or labels files."""
+    from pixlab.annotation.sources import list_folder
+    from pixlab.app.runner import Project
+    from pixlab.image.formats import list_image_folder
+    from pixlab.inference.folders import list_images
+
+    for name in ("b.tif", "a.ome.tif", "c.svs", ".hidden.tif", "a.labels.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "d.ome.zarr").mkdir()
+    (tmp_path / "a.labels.zarr").mkdir()
+    want = [tmp_path / n for n in ("a.ome.tif", "b.tif", "c.svs", "d.ome.zarr")]
+    assert list_image_folder(tmp_path) == want
+    assert list_images(tmp_path) == want
+    assert list_folder(tmp_path) == want
+    project = Project(tmp_path / "run")
+    assert [p for p, _ in project.prediction_jobs([tmp_path])] == want

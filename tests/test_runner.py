@@ -321,3 +321,10 @@ def test_list_and_check(nbdir, capsys):
     assert results["pixlab"] == (True, pixlab.__version__)
     assert results["notebooks"][0] and "2 notebooks" in results["notebooks"][1]
     assert results["jupyter kernel"][0], results["jupyter kernel"]
+
+
+def test_find_notebooks_falls_back_to_the_repository_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./notebooks here
+    found = runner.find_notebooks()
+    assert found and found[0].name == "01_annotate.ipynb"
+    assert found[0].parent == Path(__file__).resolve().parents[1] / "notebooks"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixlab.image.formats import IMAGE_SUFFIXES, stem  # one list of what open_image reads
+from pixlab.image.formats import IMAGE_SUFFIXES, is_label_file, list_image_folder, stem  # one rule each
 
 __all__ = ["IMAGE_SUFFIXES", "collect_sources", "unique_names", "image_stem", "list_folder", "is_label_file"]
 
@@ -17,18 +17,9 @@ def image_stem(path) -> str:
     return stem(path)
 
 
-def is_label_file(name: str) -> bool:
-    """Whether a file name is a pixlab labels file (``*.labels.*``), not an image."""
-    lower = name.lower()
-    return ".labels." in lower or lower.endswith(".labels")
-
-
 def list_folder(folder: Path) -> list[Path]:
     """The image files of a folder, sorted by name (labels files and hidden files left out)."""
-    files = sorted(p for p in folder.iterdir()
-                   if (p.is_file() or p.suffix.lower() == ".zarr") and not p.name.startswith(".")
-                   and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not is_label_file(p.name))
+    files = list_image_folder(folder)
     if not files:
         raise FileNotFoundError(
             f"folder '{folder}' holds no images (.tif/.png/.jpg); check the path or pass a list of files"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["TIFF_SUFFIXES", "SLIDE_SUFFIXES", "PIL_SUFFIXES", "ZARR_SUFFIXES", "BIOIO_SUFFIXES",
-           "IMAGE_SUFFIXES", "FORMATS_EXTRA", "stem", "unreadable", "is_image_path"]
+           "IMAGE_SUFFIXES", "FORMATS_EXTRA", "stem", "unreadable", "is_image_path", "is_label_file",
+           "list_image_folder"]
 
 #: Read with tifffile. Whole-slide formats that are TIFF inside (Aperio SVS, Hamamatsu NDPI,
 #: Leica SCN, Akoya/PerkinElmer QPTIFF) are listed here too: tifffile knows their layouts.
@@ -52,6 +53,22 @@ def is_image_path(path) -> bool:
     if p.is_dir():
         return name.endswith(ZARR_SUFFIXES)
     return p.is_file() and name.endswith(IMAGE_SUFFIXES) and not name.endswith(ZARR_SUFFIXES)
+
+
+def is_label_file(name) -> bool:
+    """Whether a file name is a pixlab labels file (``*.labels.png``, ``*.labels.zarr``, ...), not an image."""
+    lower = Path(name).name.lower()
+    return ".labels." in lower or lower.endswith(".labels")
+
+
+def list_image_folder(folder) -> list[Path]:
+    """The images of a folder, sorted by name: the one listing rule of every folder input.
+
+    Not recursive; an OME-Zarr folder inside is one image; hidden files and pixlab labels files
+    (:func:`is_label_file`) are left out. Empty when the folder holds no image (callers say what to do).
+    """
+    return sorted(p for p in Path(folder).iterdir()
+                  if not p.name.startswith(".") and not is_label_file(p.name) and is_image_path(p))
 
 
 def unreadable(path, reason) -> ValueError:

@@ -21,7 +21,7 @@ def list_images(inputs) -> list[Path]:
     list of Path
         Without duplicates, in the order given.
     """
-    from pixlab.image.formats import IMAGE_SUFFIXES, is_image_path
+    from pixlab.image.formats import IMAGE_SUFFIXES, is_image_path, list_image_folder
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -29,7 +29,7 @@ def list_images(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir() and not is_image_path(p):  # an OME-Zarr folder is one image, not a folder of them
-            files = sorted(f for f in p.iterdir() if not f.name.startswith(".") and is_image_path(f))
+            files = list_image_folder(p)
             if not files:
                 raise ValueError(f"folder '{p}' holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
                                  "check the folder or give image files")
