@@ -379,3 +379,24 @@ def test_large_images_are_previewed_at_a_coarser_level(monkeypatch, fluo_sample)
     assert r.factor == 2 and r.probs.shape == (2, ny // 2, nx // 2)
     assert r.full_resolution().shape == (2, ny, nx)
     assert (r.full_resolution().argmax(0) + 1 == truth).mean() > 0.7
+
+
+def test_training_samples_refuse_labels_that_could_not_be_saved(tmp_path, fluo_sample, monkeypatch):
+    import pixlab.annotation.files as files
+    from pixlab.widgets.train_panel import TrainPanel
+    img, labels, _, names = fluo_sample
+    s = AnnotationSession(img, names, labels_dir=tmp_path, autosave=False)
+    s.set_labels(labels)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files, "write_sidecar", disk_full)
+    with pytest.raises(OSError, match="cannot save the labels before training.*No space left.*not on disk"):
+        s.training_samples()
+    panel = TrainPanel(s)
+    assert panel.start() is None and "cannot save the labels" in panel.message.value  # a message, no thread
+    monkeypatch.undo()
+    (sample_img, sample_labels), = s.training_samples()   # saved now (the edit stayed pending)
+    np.testing.assert_array_equal(sample_labels, labels)
+    assert list(tmp_path.glob("*.labels.*"))

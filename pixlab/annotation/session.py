@@ -411,6 +411,12 @@ class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, P
         ``labels`` is an array copy for images up to :data:`pixlab.labels.store.MAX_DENSE_PIXELS`, else a
         copy of the image's :class:`~pixlab.labels.store.LabelStore` (training reads it chunk by chunk).
         Pending edits are saved first, so what is trained is also on disk.
+
+        Raises
+        ------
+        OSError
+            When the pending edits cannot be saved: a model trained now would rest on labels that
+            exist nowhere but in this session's memory.
         """
         from pixlab.labels.store import MAX_DENSE_PIXELS
 
@@ -418,6 +424,9 @@ class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, P
             self.flush()
         except OSError as e:
             self.last_error = str(e)
+            raise OSError(f"cannot save the labels before training ({e}); a model trained now would use labels "
+                          f"that are not on disk. Free space or fix the permissions of '{self.labels_dir}', "
+                          f"then train again") from e
         samples = []
         with self.lock:
             for i in range(self.n_images):

@@ -146,7 +146,7 @@ class TrainPanel(widgets.VBox):
         try:
             cfg = self._resolve_config()
             samples, names, colours = self._resolve_samples()
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:  # OSError: labels could not be saved (training_samples)
             self.message.value = _error(str(e))
             return None
         self._cancel.clear()
