@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pixlab.labels.classids import torch_label_dtype
+
 __all__ = ["BandBlender", "quantize_probs", "FinishedRows"]
 
 
@@ -33,12 +35,13 @@ def quantize_probs(probs, output: str, dtype: str):
     Returns
     -------
     torch.Tensor
-        ``(K, h, w)`` of ``dtype`` (uint8 holds ``round(255 p)``), or ``(1, h, w)`` uint8 class ids 1..K.
+        ``(K, h, w)`` of ``dtype`` (uint8 holds ``round(255 p)``), or ``(1, h, w)`` class ids 1..K
+        (uint8; uint16 beyond 255 classes).
     """
     import torch
 
     if output == "labels":
-        return (torch.argmax(probs, dim=0, keepdim=True) + 1).to(torch.uint8)
+        return (torch.argmax(probs, dim=0, keepdim=True) + 1).to(torch_label_dtype(probs.shape[0]))
     if dtype == "uint8":
         # torch.round rounds half to even like numpy.rint, so both paths store the same bytes.
         return torch.round(probs * 255.0).clamp_(0, 255).to(torch.uint8)
@@ -55,7 +58,7 @@ class FinishedRows:
     out : numpy.ndarray or None
         What the raster stores, ``(K or 1, h, X)`` of the output dtype.
     labels : numpy.ndarray or None
-        ``(h, X)`` uint8 class ids 1..K (argmax of the float32 probabilities), when asked for.
+        ``(h, X)`` class ids 1..K (uint8, uint16 beyond 255 classes; argmax of the float32 probabilities), when asked for.
     columns : numpy.ndarray or None
         ``(K, h, ceil(X / f))`` float32 sums of probabilities over blocks of ``f`` columns, for a
         reduced preview (:class:`pixlab.inference.outputs.PreviewLabels`), when asked for.
@@ -160,7 +163,7 @@ class BandBlender:
         if self.output is not None:
             results["out"] = quantize_probs(probs, self.output, self.dtype)
         if self.want_labels:
-            results["labels"] = (torch.argmax(probs, dim=0) + 1).to(torch.uint8)
+            results["labels"] = (torch.argmax(probs, dim=0) + 1).to(torch_label_dtype(self.k))
         if self.preview_factor and self.preview_factor > 1:
             f = self.preview_factor
             pad = -self.width % f

@@ -21,6 +21,7 @@ import numpy as np
 
 from pixlab._atomic import atomic_path
 # Measurements and GeoJSON live in their own modules; re-exported here for existing imports.
+from pixlab.labels.classids import argmax_labels, label_dtype
 from pixlab.inference.measurements import LabelCounter, measurements_table, write_measurements
 from pixlab.inference.vectors import write_geojson
 # The raster writers have their own module; re-exported here for existing imports.
@@ -87,7 +88,7 @@ def to_output(probs: np.ndarray, output: str, dtype: str) -> np.ndarray:
     ----------
     probs : ndarray (K, h, w) float32
     output : {"probabilities", "labels"}
-        ``"labels"``: ``(1, h, w)`` uint8 argmax, values 1..K.
+        ``"labels"``: ``(1, h, w)`` argmax, values 1..K (uint8; uint16 beyond 255 classes).
     dtype : {"uint8", "float16", "float32"}
         For probabilities: uint8 stores ``round(255 p)``.
 
@@ -98,7 +99,7 @@ def to_output(probs: np.ndarray, output: str, dtype: str) -> np.ndarray:
     ([[[51, 255]], [[204, 0]]], [[[2, 1]]])
     """
     if output == "labels":
-        return (np.argmax(probs, axis=0) + 1).astype(np.uint8)[None]
+        return argmax_labels(probs)[None]
     if dtype == "uint8":
         out = probs * np.float32(255)
         np.clip(out, 0, 255, out=out)
@@ -133,7 +134,7 @@ class PreviewLabels:
             raise ValueError(f"factor must be >= 1, got {factor!r}")
         self.height, width = (int(v) for v in shape_yx)
         self.shape = (math.ceil(self.height / self.factor), math.ceil(width / self.factor))
-        self.labels = np.zeros(self.shape, np.uint8)
+        self.labels = np.zeros(self.shape, label_dtype(n_classes))
         self._acc = np.zeros((n_classes, self.shape[1]), np.float32)
         self._row = 0  # next prediction row
 

@@ -88,7 +88,7 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
         (OME-Zarr). Channel names are the class names (``["labels"]`` for a label map); the pixel
         size is the input's times the model's downsample. None: side outputs only.
     output : {"probabilities", "labels"}
-        Probabilities: one channel per class, ``probs[k-1]`` = class k. Labels: one uint8 channel,
+        Probabilities: one channel per class, ``probs[k-1]`` = class k. Labels: one uint8 channel (uint16 beyond 255 classes),
         argmax class ids 1..K.
     dtype : {"uint8", "float16", "float32"}
         Probability pixel type: uint8 holds ``round(255 p)``; float32 is exactly what
@@ -259,6 +259,7 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
     from pixlab.inference.blend import BandBlender
     from pixlab.inference.outputs import LabelCounter, PreviewLabels, RasterWriter, measurements_table
     from pixlab.inference.outputs import write_geojson, write_measurements
+    from pixlab.labels.classids import label_dtype
     from pixlab.inference.pipeline import BackgroundSink, StripReader, run_tiles, worker_count
     from pixlab.inference.tiling import _check_overlap, blend_window, tile_starts
 
@@ -280,7 +281,7 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
     preview = (PreviewLabels.for_max_pixels(k, (height, width), geojson_max_pixels)
                if "geojson" in targets or "png" in targets else None)
     out_shape = (1 if labels_out else k, height, width)
-    out_dtype = np.uint8 if labels_out else np.dtype(dtype)
+    out_dtype = label_dtype(k) if labels_out else np.dtype(dtype)
     device = model.device
     blender = BandBlender(
         k, height, width, tile, blend_window(tile, window), device,

@@ -184,12 +184,8 @@ def _colours_for(class_names: Sequence[str], colours) -> list[list[int]]:
 
 
 def _label_dtype(n_classes: int) -> type:
-    if n_classes > 65535:
-        raise ValueError(
-            f"{n_classes} class names were given but label images hold at most 65535 classes; "
-            "merge classes"
-        )
-    return np.uint8 if n_classes <= 255 else np.uint16
+    from pixlab.labels.classids import label_dtype
+    return label_dtype(n_classes).type
 
 
 def _check_class_names(class_names) -> list[str]:

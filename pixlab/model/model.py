@@ -136,9 +136,9 @@ class Model:
                              per_image_norm=per_image_norm)
 
     def predict_labels(self, image, **kw) -> np.ndarray:
-        """Most probable class per pixel, (Y, X) uint8 with values 1..K."""
-        probs = self.predict(image, **kw)
-        return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+        """Most probable class per pixel, (Y, X) with values 1..K (uint8; uint16 beyond 255 classes)."""
+        from pixlab.labels.classids import argmax_labels
+        return argmax_labels(self.predict(image, **kw))
 
     def backend(self, name: str = "eager"):
         """An inference backend for this model: an object with ``infer_batch`` like :meth:`infer_batch`.

@@ -477,6 +477,5 @@ class FeatureClassifier:
         numpy.ndarray, shape (h, w)
             Class ids ``1..K`` (``uint8``, ``uint16`` beyond 255 classes).
         """
-        probs = self.predict_proba(image_norm, region)
-        dtype = np.uint8 if self.n_classes_ <= 255 else np.uint16
-        return (np.argmax(probs, axis=0) + 1).astype(dtype)
+        from pixlab.labels.classids import argmax_labels
+        return argmax_labels(self.predict_proba(image_norm, region))

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pixlab.labels.classids import argmax_labels
+
 __all__ = ["Sample", "prepare_samples", "split_strokes", "downsample_labels", "fingerprint",
            "build_samples", "add_pseudo_labels", "IN_MEMORY_PIXELS"]
 
@@ -208,6 +210,6 @@ def add_pseudo_labels(samples, n_classes, cfg) -> None:
         clf.fit(s.cache, s.train_labels, n_classes=n_classes)
         p = clf.predict_proba(s.cache)
         conf = p.max(0)
-        lab = (p.argmax(0) + 1).astype(np.uint8)
+        lab = argmax_labels(p)
         lab[conf < cfg.pseudo_threshold] = 0
         s.pseudo = lab
