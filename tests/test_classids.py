@@ -78,3 +78,9 @@ def test_predict_file_labels_keep_class_300(tmp_path, suffix):
         lab = zarr.open_group(str(out), mode="r")["0"][:]
     lab = np.squeeze(lab)
     assert lab.dtype == np.uint16 and lab.max() == K and (lab[10:30, 12:36] == K).all()
+
+
+def test_pixel_maps_keep_class_300():
+    from pixlab.analysis.maps import pixel_maps
+    maps = pixel_maps(_model(), _image())
+    assert maps["prediction"].dtype == np.uint16 and maps["prediction"].max() == K

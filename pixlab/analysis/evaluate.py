@@ -17,6 +17,7 @@ import numpy as np
 from pixlab.analysis.history import Diagnosis, diagnose_history
 from pixlab.analysis.metrics import EPS as _EPS, confusion_matrix, mean_iou, metrics_from_confusion
 from pixlab.analysis.plots import plot_confusion, plot_tiles
+from pixlab.labels.classids import argmax_labels
 
 __all__ = ["Report", "evaluate", "tiles_with_confusion", "SPLITS"]
 
@@ -303,7 +304,7 @@ def evaluate(model, samples, split: bool | None = None, *, tile_size: int | None
         for win, own in _label_windows(lab, block):
             wy0, wy1, wx0, wx1 = win
             probs = _predict_region(model, img, stats, win)
-            pred = (probs.argmax(0) + 1).astype(np.uint8)
+            pred = argmax_labels(probs)
             mine = np.repeat(np.repeat(own, block, 0), block, 1)[: wy1 - wy0, : wx1 - wx0]
             for s, labs in split_labels.items():
                 confusion[s] += confusion_matrix(np.where(mine, labs[i][wy0:wy1, wx0:wx1], 0), pred, K)

@@ -8,6 +8,7 @@ import numpy as np
 
 from pixlab.analysis.active import _probs
 from pixlab.analysis.metrics import EPS as _EPS
+from pixlab.labels.classids import argmax_labels
 
 __all__ = ["pixel_maps", "map_overlay", "MAP_STYLES"]
 
@@ -28,7 +29,7 @@ def pixel_maps(model, image, labels=None, probs=None) -> dict:
     Returns
     -------
     dict of str -> ndarray (Y, X)
-        ``prediction`` (uint8 class ids 1..K), ``confidence`` (max probability), ``entropy``
+        ``prediction`` (class ids 1..K, uint8; uint16 beyond 255 classes), ``confidence`` (max probability), ``entropy``
         (normalized to 0..1 by log K), ``margin`` (best minus second-best probability); with labels also
         ``loss`` (cross-entropy, NaN on unlabelled pixels) and ``disagreement`` (1 where the prediction
         differs from the label, 0 where it agrees, NaN on unlabelled pixels).
@@ -37,7 +38,7 @@ def pixel_maps(model, image, labels=None, probs=None) -> dict:
     K = p.shape[0]
     srt = np.sort(p, axis=0)
     out = {
-        "prediction": (p.argmax(0) + 1).astype(np.uint8),
+        "prediction": argmax_labels(p),
         "confidence": srt[-1],
         "entropy": (-(p * np.log(np.clip(p, _EPS, 1))).sum(0) / math.log(K)).astype(np.float32),
         "margin": (srt[-1] - srt[-2]) if K > 1 else np.ones_like(srt[-1]),
