@@ -125,7 +125,7 @@ def test_measurements_geojson_and_overlay(model, image, image_file, tmp_path):
     from PIL import Image as PILImage
 
     res = predict_file(model, image_file, tmp_path / "r.ome.tif", measurements=True, geojson=True,
-                       overlay=True)
+                       overlay=True, objects="none")  # one MultiPolygon per class (objects: test_objects.py)
     labels = np.argmax(model.predict(image), axis=0) + 1
     assert set(res["outputs"]) == {"ome-tiff", "csv", "geojson", "png"}
     table = res["measurements"]
@@ -154,7 +154,8 @@ def test_measurements_geojson_and_overlay(model, image, image_file, tmp_path):
 def test_geojson_of_a_large_prediction_is_traced_on_a_reduced_map(model, image_file, tmp_path):
     import shapely.geometry
 
-    res = predict_file(model, image_file, None, geojson=tmp_path / "g.geojson", geojson_max_pixels=2000)
+    res = predict_file(model, image_file, None, geojson=tmp_path / "g.geojson", geojson_max_pixels=2000,
+                       objects="none")
     assert res["preview_downsample"] == 4  # 150x170 -> 38x43 = 1634 px
     gj = json.loads((tmp_path / "g.geojson").read_text())
     bounds = shapely.geometry.shape(gj["features"][0]["geometry"]).bounds

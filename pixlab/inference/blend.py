@@ -59,17 +59,19 @@ class FinishedRows:
         What the raster stores, ``(K or 1, h, X)`` of the output dtype.
     labels : numpy.ndarray or None
         ``(h, X)`` class ids 1..K (uint8, uint16 beyond 255 classes; argmax of the float32 probabilities), when asked for.
+    confidence : numpy.ndarray or None
+        ``(h, X)`` float32 probability of the predicted class (the maximum), when asked for.
     columns : numpy.ndarray or None
         ``(K, h, ceil(X / f))`` float32 sums of probabilities over blocks of ``f`` columns, for a
         reduced preview (:class:`pixlab.inference.outputs.PreviewLabels`), when asked for.
     """
 
-    __slots__ = ("y0", "y1", "out", "labels", "columns", "_event", "_tensors")
+    __slots__ = ("y0", "y1", "out", "labels", "confidence", "columns", "_event", "_tensors")
 
     def __init__(self, y0, y1, tensors: dict, event=None):
         self.y0, self.y1 = y0, y1
         self._tensors, self._event = tensors, event
-        self.out = self.labels = self.columns = None
+        self.out = self.labels = self.confidence = self.columns = None
 
     def ready(self) -> "FinishedRows":
         """Wait for the device-to-host copies (CUDA: an event; CPU: nothing) and expose numpy arrays."""
@@ -99,6 +101,8 @@ class BandBlender:
         What :meth:`finish` stores in ``out`` (see :func:`quantize_probs`); ``output=None``: no ``out``.
     labels : bool
         Also hand back the argmax label map.
+    confidence : bool
+        Also hand back the probability of the predicted class (objects' mean probability).
     preview_factor : int or None
         Also hand back column sums over blocks of this many columns.
     fill_uncovered : bool
@@ -107,7 +111,7 @@ class BandBlender:
     """
 
     def __init__(self, n_classes, height, width, tile, window, device, output="probabilities",
-                 dtype="uint8", labels=False, preview_factor=None, fill_uncovered=False):
+                 dtype="uint8", labels=False, preview_factor=None, fill_uncovered=False, confidence=False):
         import torch
 
         self.k, self.height, self.width = int(n_classes), int(height), int(width)
@@ -115,6 +119,7 @@ class BandBlender:
         self.rows = min(int(tile), self.height)
         self.output, self.dtype = output, dtype
         self.want_labels, self.preview_factor, self.fill_uncovered = labels, preview_factor, fill_uncovered
+        self.want_confidence = confidence
         self.window = torch.as_tensor(np.asarray(window, np.float32), device=self.device)
         self.mean = torch.zeros((self.k, self.rows, self.width), dtype=torch.float32, device=self.device)
         self.wsum = torch.zeros((self.rows, self.width), dtype=torch.float32, device=self.device)
@@ -162,7 +167,12 @@ class BandBlender:
         results = {}
         if self.output is not None:
             results["out"] = quantize_probs(probs, self.output, self.dtype)
-        if self.want_labels:
+        if self.want_confidence:
+            best, index = torch.max(probs, dim=0)
+            results["confidence"] = best
+            if self.want_labels:
+                results["labels"] = (index + 1).to(torch_label_dtype(self.k))
+        elif self.want_labels:
             results["labels"] = (torch.argmax(probs, dim=0) + 1).to(torch_label_dtype(self.k))
         if self.preview_factor and self.preview_factor > 1:
             f = self.preview_factor

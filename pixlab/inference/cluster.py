@@ -137,7 +137,8 @@ def _predict_one(model_dir: str, in_path: str, targets: dict, overwrite: bool, d
         with dask.config.set(scheduler="synchronous"):
             res = predict.predict_file(model, in_path, raster, measurements=targets.get("csv", False),
                                        geojson=targets.get("geojson", False), overlay=targets.get("png", False),
-                                       overwrite=overwrite, **predict_kwargs)
+                                       objects_csv=targets.get("objects", False), overwrite=overwrite,
+                                       **predict_kwargs)
         rec["backend"] = res.get("backend") if isinstance(res, dict) else None
     except ImportError as e:
         rec.update(status="failed", error=f"{_dependency_hint(model_dir, e)} [worker {worker}]")

@@ -80,7 +80,7 @@ def predict_folder(model, inputs, out_dir, *, formats=("ome-tiff",), overwrite: 
         ``"csv"``, ``measurements.csv`` also gathers every image's table.
     formats : list of str
         Any of :data:`pixlab.inference.outputs.FORMATS`: ``"ome-tiff"`` or ``"ome-zarr"``, ``"csv"``,
-        ``"geojson"``, ``"png"``.
+        ``"geojson"``, ``"png"``, ``"objects"`` (the objects table, ``a.objects.csv``).
     overwrite : bool
         Redo every image. Otherwise images whose outputs all exist are skipped (resume) and only
         missing outputs are written.
@@ -126,7 +126,7 @@ def predict_folder(model, inputs, out_dir, *, formats=("ome-tiff",), overwrite: 
             try:
                 res = predict_file(model, path, raster, measurements=todo.get("csv", False),
                                    geojson=todo.get("geojson", False), overlay=todo.get("png", False),
-                                   overwrite=overwrite, progress=progress, **kwargs)
+                                   objects_csv=todo.get("objects", False), overwrite=overwrite, progress=progress, **kwargs)
                 row.update(status="done", seconds=res["seconds"], backend=res["backend"])
             except (KeyboardInterrupt, SystemExit):
                 raise

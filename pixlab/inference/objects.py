@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["OBJECT_TYPES", "ObjectTracer", "object_columns", "trace_objects"]
+__all__ = ["OBJECT_TYPES", "ObjectTracer", "object_columns", "object_options", "trace_objects"]
 
 #: QuPath object types a traced object can be written as (``"none"``: no objects).
 OBJECT_TYPES = ("detection", "annotation")
@@ -35,6 +35,38 @@ def object_columns(channel_names) -> list[str]:
     return (["object_id", "class", "class_id", "pixels", "area_px", "area_um2", "perimeter_px", "perimeter_um",
              "centroid_x_px", "centroid_y_px", "centroid_x_um", "centroid_y_um", "mean_probability"]
             + [f"mean_{name}" for name in channel_names])
+
+
+def object_options(objects, class_names, *, classes=None, wanted=False, **tracer) -> dict | None:
+    """Check :func:`pixlab.predict_file`'s object options up front; None for ``objects="none"``.
+
+    Returns ``{"object_type": ..., "tracer": {ObjectTracer options}}`` with ``classes`` as ids.
+    """
+    if objects in (None, False, "none"):
+        if wanted:
+            raise ValueError("an objects table was asked for with objects='none'; pass objects='detection' "
+                             "or 'annotation' (--objects), or drop objects_csv")
+        return None
+    if objects not in OBJECT_TYPES:
+        raise ValueError(f"objects must be one of {list(OBJECT_TYPES) + ['none']}, got {objects!r}")
+    names = list(class_names)
+    ids = None
+    if classes is not None:
+        ids = []
+        for c in [classes] if isinstance(classes, (str, int)) else classes:
+            if isinstance(c, str):
+                if c not in names:
+                    raise ValueError(f"object class {c!r} is not a class of this model; choose from {names}")
+                ids.append(names.index(c) + 1)
+            else:
+                ids.append(int(c))
+    for name in ("min_area", "fill_holes", "smooth", "simplify"):
+        value = tracer.get(name, 0.0)
+        if not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    # Building one checks the class ids too, before any work is done.
+    ObjectTracer(names, 1, classes=ids, **tracer)
+    return {"object_type": objects, "tracer": dict(tracer, classes=ids)}
 
 
 class _Piece:
@@ -121,12 +153,12 @@ class ObjectTracer:
         self._row = 0
         self._open: dict[int, _Piece] = {}
         self._row_ids = np.zeros(self.width, np.int64)  # object id per column of the last row (0: none)
-        self._row_labels = np.zeros(self.width, np.uint8)
+        self._row_labels = np.zeros(self.width, np.int64)
         self._next_id = 1
         self._n_objects = 0
 
     # -- feeding ------------------------------------------------------------------------------
-    def add(self, labels, probs=None, image=None) -> None:
+    def add(self, labels, probs=None, image=None, *, confidence=None) -> None:
         """Add the next band of rows.
 
         Parameters
@@ -137,6 +169,9 @@ class ObjectTracer:
             Probabilities, for each object's mean probability of its class.
         image : ndarray (C, h, W), optional
             The image at the prediction's resolution, for the mean intensity per channel.
+        confidence : ndarray (h, W), optional
+            Instead of ``probs``: the probability of each pixel's class (what a streamed prediction
+            hands back, so that the K probability maps need not be copied for this).
         """
         from skimage.measure import label as label_components
 
@@ -145,7 +180,7 @@ class ObjectTracer:
         if w != self.width:
             raise ValueError(f"band width {w} differs from the tracer's width {self.width}")
         y0 = self._row
-        lab = np.where(self._traced[np.clip(labels, 0, len(self._traced) - 1)], labels, 0).astype(np.uint8)
+        lab = np.where(self._traced[np.clip(labels, 0, len(self._traced) - 1)], labels, 0).astype(labels.dtype)
         comp = label_components(lab, background=0, connectivity=1).astype(np.int32)
         n = int(comp.max())
         flat = comp.ravel()
@@ -153,7 +188,9 @@ class ObjectTracer:
         cls[flat] = lab.ravel()
         pixels = np.bincount(flat, minlength=n + 1)
         psum = np.zeros(n + 1)
-        if probs is not None and n:
+        if confidence is not None and n:
+            psum = np.bincount(flat, weights=np.asarray(confidence, np.float64).ravel(), minlength=n + 1)
+        elif probs is not None and n:
             own = np.take_along_axis(np.asarray(probs), np.maximum(lab.astype(np.intp) - 1, 0)[None], 0)[0]
             psum = np.bincount(flat, weights=own.ravel(), minlength=n + 1)
         isum = None
@@ -207,7 +244,7 @@ class ObjectTracer:
             else:
                 self._finish(obj)
         self._row_ids = gid[comp[-1]]
-        self._row_labels = lab[-1].copy()
+        self._row_labels = lab[-1].astype(np.int64)
         self._row += h
         self.bands += 1
         self._flush()

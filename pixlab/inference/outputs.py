@@ -4,8 +4,9 @@ The streamed rasters (pyramidal OME-TIFF / OME-Zarr, :class:`RasterWriter`) live
 :mod:`pixlab.inference.rasters` and are re-exported here.
 
 - :class:`PreviewLabels` gives a label map small enough to draw the overlay PNG. The measurements
-  table is :mod:`pixlab.inference.measurements`, GeoJSON :mod:`pixlab.inference.vectors` and
-  :mod:`pixlab.inference.objects` (both re-exported here).
+  table is :mod:`pixlab.inference.measurements`, GeoJSON :mod:`pixlab.inference.vectors` (both
+  re-exported here); :class:`ObjectOutputs` ties the object tracer
+  (:mod:`pixlab.inference.objects`) to the objects GeoJSON and CSV.
 
 Every file goes through :mod:`pixlab._atomic`: a failure (disk full included) leaves no file under
 the final name and no temporary file behind.
@@ -22,8 +23,8 @@ import numpy as np
 from pixlab._atomic import atomic_path
 # Measurements and GeoJSON live in their own modules; re-exported here for existing imports.
 from pixlab.labels.classids import argmax_labels, label_dtype
-from pixlab.inference.measurements import LabelCounter, measurements_table, write_measurements
-from pixlab.inference.vectors import write_geojson
+from pixlab.inference.measurements import LabelCounter, ObjectsCSV, measurements_table, write_measurements
+from pixlab.inference.vectors import ObjectsGeoJSON, write_geojson
 # The raster writers have their own module; re-exported here for existing imports.
 from pixlab.inference.rasters import (_COMPRESSIONS, _TIFF_SUFFIXES, _ZARR_SUFFIXES, OUTPUT_KINDS,  # noqa: F401
                                       RasterWriter, _reduce_mean, _reduce_nearest, _TiffSpool, _TileRows,
@@ -39,6 +40,7 @@ __all__ = [
     "to_output",
     "RasterWriter",
     "LabelCounter",
+    "ObjectOutputs",
     "PreviewLabels",
     "measurements_table",
     "write_measurements",
@@ -51,6 +53,7 @@ FORMATS = {
     "ome-tiff": ".ome.tif",
     "ome-zarr": ".ome.zarr",
     "csv": ".measurements.csv",
+    "objects": ".objects.csv",
     "geojson": ".geojson",
     "png": ".overlay.png",
 }
@@ -222,3 +225,60 @@ def write_overlay(path, image, labels, colours, opacity=0.4) -> str:
     with atomic_path(path) as tmp:
         PILImage.fromarray(out).save(tmp, format="PNG")
     return os.fspath(path)
+
+
+class ObjectOutputs:
+    """Objects of a streamed prediction: the tracer and the files it feeds (a context manager).
+
+    :meth:`add` takes each band of finished rows (label map, probability of the predicted class,
+    the image band for intensities); :meth:`finish` completes the objects still open at the bottom.
+    The GeoJSON and CSV are written as objects complete, atomically: an error leaves neither.
+
+    Parameters
+    ----------
+    geojson, csv : path or None
+        Objects GeoJSON (:class:`pixlab.inference.vectors.ObjectsGeoJSON`) and objects table
+        (:class:`pixlab.inference.measurements.ObjectsCSV`).
+    class_names, colours : list
+    object_type : {"detection", "annotation"}
+    image_name : str
+    width : int
+        Width of the prediction.
+    channel_names : list of str
+        Channels of the image bands given to :meth:`add`.
+    **options
+        :class:`pixlab.inference.objects.ObjectTracer` options.
+    """
+
+    def __init__(self, geojson, csv, class_names, colours, object_type, image_name, width, channel_names=(),
+                 **options):
+        from contextlib import ExitStack
+
+        from pixlab.inference.objects import ObjectTracer
+
+        self._files = [f for f in (ObjectsGeoJSON(geojson, class_names, colours, object_type) if geojson else None,
+                                   ObjectsCSV(csv, image_name, channel_names) if csv else None) if f is not None]
+        self.tracer = ObjectTracer(class_names, width, channel_names=channel_names, on_objects=self._write,
+                                   **options)
+        self._stack = ExitStack()
+
+    def _write(self, batch):
+        for f in self._files:
+            f.add(batch)
+
+    def __enter__(self):
+        for f in self._files:
+            self._stack.enter_context(f)
+        return self
+
+    def add(self, labels, confidence=None, image=None) -> None:
+        """The next band: labels ``(h, X)``, probability of the predicted class ``(h, X)``, image ``(C, h, X)``."""
+        self.tracer.add(labels, image=image, confidence=confidence)
+
+    def finish(self) -> dict:
+        """Complete the open objects; returns ``{class_id: objects}`` for the traced classes."""
+        self.tracer.finish()
+        return {c: int(self.tracer.counts[c]) for c in self.tracer.classes}
+
+    def __exit__(self, exc_type, exc, tb):
+        return self._stack.__exit__(exc_type, exc, tb)

@@ -67,7 +67,9 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
                  batch_size: int | None = None, per_image_norm: bool | None = None,
                  window: str = "gaussian", tiff_tile: int = 256, compression: str | None = "zlib",
                  geojson_max_pixels: int = 2**24, overlay_max_side: int = 2048,
-                 background="auto", progress: bool = False) -> dict:
+                 background="auto", objects: str = "detection", objects_csv=False, object_classes=None,
+                 min_object_area: float = 0.0, fill_holes_area: float = 0.0, smooth: float = 0.0,
+                 simplify: float = 0.0, progress: bool = False) -> dict:
     """Predict a whole image file, streaming, and write the outputs asked for.
 
     The input is read lazily tile by tile (plus overlap) at the model's training resolution (a
@@ -95,9 +97,10 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
         :meth:`pixlab.Model.predict` returns. Ignored for labels.
     measurements, geojson, overlay : bool or path
         Side outputs: area per class (CSV, one row per class: pixels, area in full-resolution px
-        and µm²), class polygons (QuPath GeoJSON FeatureCollection, coordinates in full-resolution
-        pixels) and an RGB overlay PNG. True names them after ``out_path``
-        (``x.measurements.csv``, ``x.geojson``, ``x.overlay.png``).
+        and µm², and with objects their count and density per mm²), objects (QuPath GeoJSON
+        FeatureCollection, coordinates in full-resolution pixels; see ``objects``) and an RGB
+        overlay PNG. True names them after ``out_path`` (``x.measurements.csv``, ``x.geojson``,
+        ``x.overlay.png``).
     overwrite : bool
         Replace existing outputs; otherwise an existing output raises FileExistsError before any
         work is done.
@@ -129,6 +132,23 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
         "auto": a mask is made only for a whole slide, an image of more than 4096 x 4096 pixels
         with a pyramid level small enough to find the tissue on cheaply; other images are predicted
         everywhere. "none": every tile is predicted.
+    objects : {"detection", "annotation", "none"}
+        The GeoJSON holds one feature per connected object (4-connected pixels of one class; objects
+        crossing band borders are merged, :mod:`pixlab.inference.objects`) as QuPath detections or
+        annotations, with its measurements (area, perimeter, centroid, mean probability, mean
+        intensity per channel). "none": one MultiPolygon per class, traced on the reduced map of
+        ``geojson_max_pixels``, and no object counts.
+    objects_csv : bool or path
+        The objects table, one row per object (``x.objects.csv`` with True).
+    object_classes : list of str or int, optional
+        Classes traced into objects (names or ids 1..K); default every class but the first
+        (by pixlab's convention the background).
+    min_object_area, fill_holes_area : float
+        Objects smaller than this are dropped; holes smaller than this are filled (``math.inf``:
+        all). In µm² when the image has a pixel size, else in full-resolution pixels.
+    smooth, simplify : float
+        Outline smoothing radius and simplification tolerance, in full-resolution pixels (0: the
+        exact pixel edges). Areas and centroids are measured before smoothing, perimeters after.
     progress : bool
         Show a tqdm progress bar over tiles.
 
@@ -136,8 +156,9 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
     -------
     dict
         ``outputs`` (format -> path written), ``shape`` (K, Y, X) of the raster, ``backend`` (name
-        used), ``tiles`` (in the grid), ``tiles_skipped`` (background), ``seconds``, ``measurements`` (pandas DataFrame or None) and
-        ``preview_downsample`` (full-resolution pixels per GeoJSON/overlay pixel).
+        used), ``tiles`` (in the grid), ``tiles_skipped`` (background), ``seconds``, ``measurements`` (pandas DataFrame or None),
+        ``objects`` (``{class name: number of objects}`` or None) and ``preview_downsample``
+        (full-resolution pixels per overlay pixel, and per GeoJSON pixel with ``objects="none"``).
 
     Examples
     --------
@@ -158,12 +179,16 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
     targets = {}
     if out_path is not None:
         targets[raster_format(out_path)] = Path(out_path)
-    for fmt, value in (("csv", measurements), ("geojson", geojson), ("png", overlay)):
+    for fmt, value in (("csv", measurements), ("geojson", geojson), ("png", overlay), ("objects", objects_csv)):
         path = _side_path(value, out_path, fmt)
         if path is not None:
             targets[fmt] = path
     if not targets:
-        raise ValueError("nothing to write: give out_path and/or measurements=/geojson=/overlay=")
+        raise ValueError("nothing to write: give out_path and/or measurements=/geojson=/overlay=/objects_csv=")
+    from pixlab.inference.objects import object_options
+    object_opts = object_options(objects, model.class_names, classes=object_classes, min_area=min_object_area,
+                                 fill_holes=fill_holes_area, smooth=smooth, simplify=simplify,
+                                 wanted="objects" in targets)
     _check_targets(targets, overwrite)
 
     opened = open_image(in_path)
@@ -173,7 +198,7 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
                                per_image_norm=per_image_norm, window=window, tiff_tile=tiff_tile,
                                compression=compression, geojson_max_pixels=geojson_max_pixels,
                                overlay_max_side=overlay_max_side, background=background, progress=progress,
-                               t_start=t_start)
+                               t_start=t_start, object_opts=object_opts)
     finally:
         if opened is not in_path:  # close only what we opened
             opened.close()
@@ -252,7 +277,7 @@ def _sample_tiles(reader, boxes, tile, stats, n=4):
 
 def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, overlap, batch_size,
                     per_image_norm, window, tiff_tile, compression, geojson_max_pixels,
-                    overlay_max_side, background, progress, t_start):
+                    overlay_max_side, background, progress, t_start, object_opts=None):
     from tqdm.auto import tqdm
 
     from pixlab.image.resolution import output_pixel_size
@@ -278,16 +303,18 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
     raster_fmt = next((f for f in ("ome-tiff", "ome-zarr") if f in targets), None)
     labels_out = output == "labels"
     counter = LabelCounter(k) if "csv" in targets else None
+    traced = object_opts is not None and any(f in targets for f in ("csv", "geojson", "objects"))
     preview = (PreviewLabels.for_max_pixels(k, (height, width), geojson_max_pixels)
-               if "geojson" in targets or "png" in targets else None)
+               if ("geojson" in targets and not traced) or "png" in targets else None)
     out_shape = (1 if labels_out else k, height, width)
     out_dtype = label_dtype(k) if labels_out else np.dtype(dtype)
     device = model.device
     blender = BandBlender(
         k, height, width, tile, blend_window(tile, window), device,
         output=output if raster_fmt is not None else None, dtype=dtype,
-        labels=not labels_out and (counter is not None or (preview is not None and preview.factor == 1)),
-        preview_factor=preview.factor if preview is not None else None, fill_uncovered=tissue is not None)
+        labels=not labels_out and (counter is not None or traced or (preview is not None and preview.factor == 1)),
+        preview_factor=preview.factor if preview is not None else None, fill_uncovered=tissue is not None,
+        confidence=traced)
     if labels_out and raster_fmt is None:
         blender.output = "labels"  # the label map is what counts and previews are made of
     bar = tqdm(total=len(boxes), unit="tile", desc=img.name, disable=not progress, leave=False,
@@ -313,6 +340,15 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
         if engine is None:
             engine = get_backend(model, "eager" if backend == "auto" else backend)
         consume = _Outputs(writer, counter, preview, labels_out)
+        found = None
+        if traced:
+            from pixlab.inference.outputs import ObjectOutputs
+            found = stack.enter_context(ObjectOutputs(
+                targets.get("geojson"), targets.get("objects"), model.class_names, model.colours,
+                object_opts["object_type"], img.name, width, work.channel_names, downsample=ds,
+                pixel_size=img.pixel_size, **object_opts["tracer"]))
+            consume.extra.append(lambda rows: found.add(rows.out[0] if labels_out else rows.labels, rows.confidence,
+                                                        work.read((rows.y0, rows.y1, 0, width))))
         if boxes:
             with BackgroundSink(consume) as sink:
                 run_tiles(reader, boxes, (height, width), tile, bs, stats, engine.logits, blender, sink.put,
@@ -322,14 +358,16 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
                 consume(rows)
         reader.close()
 
+        object_counts = found.finish() if found is not None else None
         table = None
         if counter is not None:
-            table = measurements_table(counter.counts, model.class_names, img.name, img.pixel_size, ds)
+            table = measurements_table(counter.counts, model.class_names, img.name, img.pixel_size, ds,
+                                       objects=object_counts)
             write_measurements(targets["csv"], table)
         preview_ds = None
         if preview is not None:
             preview_ds = preview.factor * ds
-            if "geojson" in targets:
+            if "geojson" in targets and not traced:
                 write_geojson(targets["geojson"], preview.labels, model.class_names, model.colours,
                               downsample=preview_ds)
             if "png" in targets:
@@ -343,6 +381,7 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
         "tiles_skipped": len(grid) - len(boxes),
         "seconds": time.perf_counter() - t_start,
         "measurements": table,
+        "objects": None if object_counts is None else {model.class_names[c - 1]: n for c, n in object_counts.items()},
         "preview_downsample": preview_ds,
     }
 
