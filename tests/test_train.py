@@ -77,6 +77,13 @@ def test_resume_continues_to_the_same_weights(tmp_path, tiny_cfg, fluo_sample):
     assert len(resumed.history) == 4
     a, b = _weights(full), _weights(resumed)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    # Without a config (all defaults: unet/resnet34...), resume trains on with the checkpoint's own.
+    plain = pixlab.train([(img, labels)], pixlab.TrainConfig(), class_names=names, resume=ck, progress=False)
+    c = _weights(plain)
+    assert c.keys() == a.keys() and all(torch.allclose(a[k].float(), c[k].float(), atol=1e-6) for k in a)
+    assert plain.config.architecture == "tiny_unet" and plain.metadata["user_config"]["tile_size"] == 64
+    with pytest.raises(ValueError, match=r"cannot resume .*learning_rate=0\.5 \(checkpoint: 0\.001\)"):
+        pixlab.train([(img, labels)], cfg.replace(learning_rate=0.5), class_names=names, resume=ck, progress=False)
 
 
 def test_time_limit_stops_early(tiny_cfg, fluo_sample):
@@ -219,5 +226,5 @@ def test_resume_restores_the_weight_average(tmp_path, tiny_cfg, fluo_sample):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     pixlab.train([(img, labels)], cfg.replace(weight_average="none"), class_names=names, progress=False,
                  checkpoint_dir=tmp_path / "plain")
-    with pytest.raises(ValueError, match="no weight average"):
+    with pytest.raises(ValueError, match=r"weight_average='ema' \(checkpoint: 'none'\)"):
         pixlab.train([(img, labels)], cfg, class_names=names, resume=tmp_path / "plain", progress=False)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "resume_config", "RUN_CONTROL_FIELDS"]
+
+#: Fields a resumed run takes from the caller: they steer this run (where, how long, how often it
+#: saves) but do not change what the stored weights, optimizer state, schedule or tile stream mean.
+RUN_CONTROL_FIELDS = ("device", "num_threads", "amp", "time_limit_s", "checkpoint_every", "early_stopping",
+                      "patience", "weights_path", "version")
 
 
 def _flatten_optimizer(opt) -> tuple[dict, dict]:
@@ -72,6 +77,85 @@ def save_checkpoint(folder, net, opt, sched, epoch: int, history: list, best: di
         (Path(tmp) / "checkpoint.json").write_text(text, encoding="utf-8")
 
 
+def _read_meta(folder) -> tuple[Path, dict]:
+    """(the ``last`` folder, its checkpoint.json); ``folder`` may be the checkpoint_dir holding it."""
+    folder = Path(folder)
+    if (folder / "last" / "checkpoint.json").is_file():
+        folder = folder / "last"
+    if not (folder / "checkpoint.json").is_file():
+        raise FileNotFoundError(f"no checkpoint in '{folder}'; pass the checkpoint_dir (or its 'last' folder) "
+                                f"of an earlier train(..., checkpoint_dir=...) run")
+    try:
+        meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read checkpoint '{folder}': {e}; it is damaged, resume from another "
+                         f"checkpoint or train afresh") from None
+    return folder, meta
+
+
+def _same(a, b) -> bool:
+    """Equal as stored in JSON (tuples and lists alike)."""
+    return json.dumps(a, default=_json_safe, sort_keys=True) == json.dumps(b, default=_json_safe, sort_keys=True)
+
+
+def resume_config(folder, cfg=None):
+    """The configuration to resume a checkpoint with: the one it was trained with.
+
+    The stored (resolved) configuration is what the weights, optimizer state, learning-rate schedule
+    and tile stream of the checkpoint belong to, so a resumed run uses it. ``cfg`` may change the
+    :data:`RUN_CONTROL_FIELDS` (device, threads, time limit, ...) and, when the schedule does not
+    depend on it (scheduler 'none' or 'plateau'), ``epochs``. Any other field of ``cfg`` that is not
+    at its default value must equal the stored one; a field at its default value defers to the
+    checkpoint (so ``pixlab train --resume`` needs no repeated options).
+
+    Parameters
+    ----------
+    folder : path
+        The checkpoint_dir or its ``last`` folder.
+    cfg : TrainConfig, optional
+        The caller's configuration.
+
+    Returns
+    -------
+    TrainConfig
+
+    Raises
+    ------
+    ValueError
+        When ``cfg`` sets fields that differ from the checkpoint's (all of them are named).
+    """
+    import dataclasses
+    from pixlab.training.config import TrainConfig
+
+    folder, meta = _read_meta(folder)
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"checkpoint '{folder}' stores no training config; it was not written by "
+                         f"pixlab.train, resume from another checkpoint or train afresh")
+    stored = TrainConfig.from_dict(meta["config"])
+    if cfg is None:
+        return stored
+    free = set(RUN_CONTROL_FIELDS)
+    if stored.scheduler in ("none", "plateau"):  # no schedule sized by epochs x steps in the optimizer state
+        free.add("epochs")
+    defaults, mine_resolved = TrainConfig(), cfg.resolved()
+    conflicts = []
+    for f in dataclasses.fields(TrainConfig):
+        mine, theirs = getattr(cfg, f.name), getattr(stored, f.name)
+        # the stored config is resolved: the caller's value may match it before or after resolving
+        if f.name in free or _same(mine, getattr(defaults, f.name)) or _same(mine, theirs) \
+                or _same(getattr(mine_resolved, f.name), theirs):
+            continue
+        conflicts.append(f"{f.name}={mine!r} (checkpoint: {theirs!r})")
+    if conflicts:
+        raise ValueError(f"cannot resume '{folder}' with a different config: {', '.join(conflicts)}; resume with "
+                         f"the checkpoint's own config (leave these at their defaults, or cfg=None), or train "
+                         f"afresh; only {', '.join(sorted(free - {'version'}))} may change on resume")
+    # The caller's run-control values where set; the device always (the checkpoint may come from
+    # another machine, and 'auto' picks what this one has).
+    changes = {name: getattr(cfg, name) for name in free - {"version"} if getattr(cfg, name) != getattr(defaults, name)}
+    return stored.replace(**{**changes, "device": cfg.device})
+
+
 def load_checkpoint(folder, net, opt, sched, ema=None) -> dict:
     """Restore network/optimizer/scheduler from a checkpoint folder; return the training state.
 
@@ -81,13 +165,7 @@ def load_checkpoint(folder, net, opt, sched, ema=None) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    if (folder / "last" / "checkpoint.json").is_file():
-        folder = folder / "last"
-    if not (folder / "checkpoint.json").is_file():
-        raise FileNotFoundError(f"no checkpoint in '{folder}'; pass the checkpoint_dir (or its 'last' folder) "
-                                f"of an earlier train(..., checkpoint_dir=...) run")
-    meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
+    folder, meta = _read_meta(folder)
     try:
         tensors = load_file(str(folder / "checkpoint.safetensors"))
     except (SafetensorError, OSError) as e:  # never unpickled; a damaged file is a user error, not a crash

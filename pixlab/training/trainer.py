@@ -171,7 +171,9 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     checkpoint_dir : path, optional
         Writes ``last/`` (resumable checkpoint) and ``best/`` (model bundle) there, atomically.
     resume : path, optional
-        A checkpoint folder (``.../last``) or checkpoint_dir to continue from.
+        A checkpoint folder (``.../last``) or checkpoint_dir to continue from, with the config stored
+        in it (see :func:`pixlab.training.checkpoint.resume_config`: ``cfg`` may change the device,
+        threads, time limit and the like; other fields it sets must match the checkpoint's).
     init_from : path or Model, optional
         Start from a saved model's weights (classes and channels must match).
     progress : bool
@@ -194,6 +196,9 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     cfg = (cfg or TrainConfig())
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a pixlab.TrainConfig, got {type(cfg).__name__}")
+    if resume is not None:  # the checkpoint's own config; cfg may only change how this run is run
+        from pixlab.training.checkpoint import resume_config
+        cfg = resume_config(resume, cfg)
     user_cfg = cfg
     cfg = cfg.resolved()
     device = cfg.device
