@@ -9,6 +9,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_COLOURS", "default_colours", "parse_colour"]
 
+
 #: Default class colours (RGB, 0-255). Class 1 is usually background, so it gets a neutral grey; the
 #: next seven are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies),
 #: then four colours from Paul Tol's palettes. :func:`default_colours` extends the list when needed.

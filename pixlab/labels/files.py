@@ -12,6 +12,7 @@ from pixlab.labels.validate import _as_integer_labels
 
 __all__ = ["save_labels", "load_labels"]
 
+
 _PNG_SUFFIXES = (".png",)
 
 

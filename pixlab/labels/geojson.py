@@ -22,6 +22,7 @@ from pixlab.labels.validate import _check_class_names, _label_dtype, validate_la
 
 __all__ = ["labels_to_geojson", "geojson_to_labels"]
 
+
 _OBJECT_TYPES = ("annotation", "detection")
 
 

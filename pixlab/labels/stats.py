@@ -10,6 +10,7 @@ from pixlab.labels.validate import _as_integer_labels, _check_class_names
 
 __all__ = ["label_stats", "min_strokes_per_class", "annotation_warnings"]
 
+
 # The guide's annotation table: (minimum, recommended) strokes per class by task size.
 _STROKE_GUIDE = {2: (10, 30), 4: (15, 40), None: (20, 50)}
 

@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = ["validate_labels"]
 
+
 def _label_dtype(n_classes: int) -> type:
     from pixlab.labels.classids import label_dtype
     return label_dtype(n_classes).type
