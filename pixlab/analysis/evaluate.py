@@ -17,6 +17,7 @@ import numpy as np
 from pixlab.analysis.history import Diagnosis, diagnose_history
 from pixlab.analysis.metrics import EPS as _EPS, confusion_matrix, mean_iou, metrics_from_confusion
 from pixlab.analysis.plots import plot_confusion, plot_tiles
+from pixlab.inference.backends import inference_batch_size
 from pixlab.labels.classids import argmax_labels
 
 __all__ = ["Report", "evaluate", "tiles_with_confusion", "SPLITS"]
@@ -198,17 +199,16 @@ def _training_split(model, prepared, split):
     return None, f"Train/validation split not shown: {why}."
 
 
-def _predict_region(model, img, stats, region) -> np.ndarray:
+def _predict_region(model, img, stats, region, batch_size: int) -> np.ndarray:
     """(K, h, w) probabilities of ``region`` of a (working-resolution) image, tiled and blended."""
     from pixlab.inference.predict import tile_reader
     from pixlab.inference.tiling import predict_tiled
 
     y0, y1, x0, x1 = region
     read = tile_reader(img, stats)
-    bs = model.config.batch_size if model.device.type == "cuda" else 4
     return predict_tiled(lambda a, b, c, d: read(a + y0, b + y0, c + x0, d + x0), (y1 - y0, x1 - x0),
                          model.n_classes, model.infer_batch, tile=model.inference_tile_size,
-                         overlap=model.config.tile_overlap, batch_size=bs)
+                         overlap=model.config.tile_overlap, batch_size=batch_size)
 
 
 def _label_windows(labels: np.ndarray, block: int):
@@ -300,10 +300,11 @@ def evaluate(model, samples, split: bool | None = None, *, tile_size: int | None
     rows = []
     for i, (img, lab) in enumerate(prepared):
         stats = image_stats_for(model, img)
+        bs = inference_batch_size(model, model.inference_tile_size, img.n_channels)  # once per image
         ranges = None if img.is_rgb else [auto_range(img, c) for c in range(img.n_channels)]
         for win, own in _label_windows(lab, block):
             wy0, wy1, wx0, wx1 = win
-            probs = _predict_region(model, img, stats, win)
+            probs = _predict_region(model, img, stats, win, bs)
             pred = argmax_labels(probs)
             mine = np.repeat(np.repeat(own, block, 0), block, 1)[: wy1 - wy0, : wx1 - wx0]
             for s, labs in split_labels.items():

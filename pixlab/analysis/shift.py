@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from pixlab.image.padding import pad_to
+
 __all__ = ["intensity_stats", "ood_check", "adabn", "feature_shift"]
 
 #: Metadata key under which a model may store the raw intensity statistics of its training set
@@ -208,10 +210,7 @@ def _image_tiles(model, images, max_tiles: int, tile: int | None, seed: int):
     for j in chosen:
         i, y, x, H, W = slots[j]
         a = readers[i](y, min(y + t, H), x, min(x + t, W))
-        if a.shape[1] < t or a.shape[2] < t:  # image smaller than a tile: reflect, like inference does
-            mode = "reflect" if min(a.shape[1:]) > 1 else "edge"
-            a = np.pad(a, ((0, 0), (0, t - a.shape[1]), (0, t - a.shape[2])), mode=mode)
-        yield a
+        yield pad_to(a, t, t)  # image smaller than a tile: padded like inference pads it
 
 
 def _batch_norms(network):

@@ -29,7 +29,7 @@ import weakref
 import numpy as np
 
 __all__ = ["BACKENDS", "AUTO_TOLERANCE", "AUTO_AMP_TOLERANCE", "AUTO_MIN_LABEL_AGREEMENT", "get_backend",
-           "cuda_batch_size", "measure_backends", "TorchEngine", "OnnxEngine"]
+           "cuda_batch_size", "inference_batch_size", "measure_backends", "TorchEngine", "OnnxEngine"]
 
 #: Inference backends: eager PyTorch, ONNX Runtime, or the fastest measured candidate that agrees with eager.
 BACKENDS = ("eager", "onnxruntime", "auto")
@@ -75,6 +75,18 @@ def cuda_batch_size(model, tile: int, n_channels: int, max_batch: int = 64, frac
     model.infer_batch(np.zeros((1, n_channels, tile, tile), np.float32))
     per_tile = max(torch.cuda.max_memory_allocated(device) - base, 1)
     return int(max(1, min(max_batch, (free * fraction) // per_tile)))
+
+
+#: Tiles per batch on a CPU: more tiles per call do not run faster on a few cores and hold more memory.
+CPU_BATCH_SIZE = 4
+
+
+def inference_batch_size(model, tile: int, n_channels: int, batch_size: int | None = None) -> int:
+    """The one batch-size rule of inference: ``batch_size`` when given, else what fits the GPU
+    (:func:`cuda_batch_size`), else :data:`CPU_BATCH_SIZE` on a CPU."""
+    if batch_size:
+        return int(batch_size)
+    return cuda_batch_size(model, tile, n_channels) if model.device.type == "cuda" else CPU_BATCH_SIZE
 
 
 def _host_to_device(batch, device):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pixlab.inference.backends import inference_batch_size
 from pixlab.inference.prepare import image_stats_for, match_channels, tile_reader, working_image
 
 __all__ = ["predict_image"]
@@ -24,7 +25,7 @@ def predict_image(model, image, *, tile_size=None, overlap=None, batch_size=None
     work, ds = working_image(model, img)
     tile = int(tile_size or model.inference_tile_size)
     ov = model.config.tile_overlap if overlap is None else overlap
-    bs = int(batch_size or (model.config.batch_size if model.device.type == "cuda" else 4))
+    bs = inference_batch_size(model, tile, work.n_channels, batch_size)
     probs = predict_tiled(tile_reader(work, stats), work.shape[1:], model.n_classes, model.infer_batch,
                           tile=tile, overlap=ov, batch_size=bs)
     if tuple(probs.shape[1:]) != tuple(full_yx):  # predicted at the model's pixel size: back to the image's

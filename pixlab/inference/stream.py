@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixlab.inference.backends import BACKENDS, cuda_batch_size, get_backend
+from pixlab.inference.backends import BACKENDS, get_backend, inference_batch_size
 from pixlab.inference.prepare import image_stats_for, match_channels, tile_reader, working_image
 
 __all__ = ["predict_file"]
@@ -20,9 +20,7 @@ __all__ = ["predict_file"]
 def _tiling(model, tile_size, overlap, batch_size, n_channels):
     tile = int(tile_size or model.inference_tile_size)
     ov = model.config.tile_overlap if overlap is None else overlap
-    if batch_size is None:
-        batch_size = cuda_batch_size(model, tile, n_channels) if model.device.type == "cuda" else 4
-    return tile, ov, int(batch_size)
+    return tile, ov, inference_batch_size(model, tile, n_channels, batch_size)
 
 
 def _as_model(model):

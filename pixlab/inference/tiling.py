@@ -124,12 +124,8 @@ def _padded_tile(read_tile: Callable, y0: int, y1: int, x0: int, x1: int, tile: 
             f"read_tile({y0}, {y1}, {x0}, {x1}) returned shape {data.shape}; "
             f"it must return (C, {y1 - y0}, {x1 - x0})."
         )
-    pad_y, pad_x = tile - data.shape[1], tile - data.shape[2]
-    if pad_y or pad_x:
-        # Reflection keeps image statistics for the network. numpy's "reflect" (unlike torch's)
-        # accepts pads wider than the image and repeats a 1-px side, so no special case is needed.
-        data = np.pad(data, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
-    return data
+    from pixlab.image.padding import pad_to
+    return pad_to(data, tile, tile)
 
 
 def predict_tiled(

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from pixlab.image.padding import pad_to
 from pixlab.training.samples import Sample
 
 __all__ = ["TileSampler", "Prefetcher"]
@@ -64,8 +65,7 @@ class TileSampler:
         pse = (s.pseudo[y0:y1, x0:x1].astype(np.int64) - 1) if s.pseudo is not None else np.full(lab.shape, -1)
         h, w = lab.shape
         if h < t or w < t:  # image smaller than a tile: pad, padded pixels are unlabelled
-            mode = "reflect" if min(h, w) > 1 else "edge"
-            img = np.pad(img, ((0, 0), (0, t - h), (0, t - w)), mode=mode)
+            img = pad_to(img, t, t)
             lab = np.pad(lab, ((0, t - h), (0, t - w)), constant_values=-1)
             pse = np.pad(pse, ((0, t - h), (0, t - w)), constant_values=-1)
         return np.ascontiguousarray(img, dtype=np.float32), lab, pse
