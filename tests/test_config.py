@@ -6,11 +6,13 @@ from pixlab.training.config import PRESETS, TrainConfig, field_info, preset
 
 
 def test_defaults_follow_the_guide_first_run():
-    c = TrainConfig()
-    assert (c.architecture, c.encoder, c.epochs, c.batch_size, c.learning_rate, c.tile_size) == \
+    c = TrainConfig(device="cpu")
+    assert c.architecture == c.encoder == c.tile_size == c.batch_size == c.learning_rate == "auto"
+    s = c.resolved()  # no time limit: the standard recipe, i.e. the guide's first run
+    assert (s.architecture, s.encoder, s.epochs, s.batch_size, s.learning_rate, s.tile_size) == \
         ("unet", "resnet34", 50, 8, 1e-3, 512)
-    assert c.pretrained and c.scheduler == "one_cycle" and c.loss == "ce_dice" and c.early_stopping
-    assert c.optimizer == "adamw" and c.normalization == "percentile_99"
+    assert s.pretrained and s.scheduler == "one_cycle" and s.loss == "ce_dice" and s.early_stopping
+    assert s.optimizer == "adamw" and s.normalization == "percentile_99"
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -25,6 +27,11 @@ def test_defaults_follow_the_guide_first_run():
     ({"device": "tpu"}, "device"),
     ({"epochs": 2.5}, "whole number"),
     ({"augment": "yes"}, "true or false"),
+    ({"learning_rate": float("nan")}, "finite"),
+    ({"weight_decay": float("inf")}, "finite"),
+    ({"encoder": "resnet35"}, "unknown encoder 'resnet35'; recommended"),
+    ({"tile_size": "big"}, "must be a number or 'auto'"),
+    ({"pseudo_labels": "maybe"}, "true, false or 'auto'"),
 ])
 def test_bad_values_name_field_value_and_fix(kw, msg):
     with pytest.raises(ValueError, match=msg) as e:
@@ -80,7 +87,7 @@ def test_presets_and_field_info():
     assert set(PRESETS) >= {"first_run", "transfer_small", "transfer_medium", "transfer_large"}
     info = {f["name"]: f for f in field_info()}
     assert info["epochs"]["group"] == "training" and info["epochs"]["help"]
-    assert info["loss"]["choices"] == ("ce", "dice", "ce_dice", "focal")
+    assert info["loss"]["choices"] == ("auto", "ce", "dice", "ce_dice", "focal")
 
 
 def test_tiny_unet_never_asks_for_pretrained_weights():
@@ -94,3 +101,36 @@ def test_cpu_quick_keeps_what_the_user_set():
     assert quick.learning_rate == 1e-4 and quick.loss == "focal" and quick.architecture == "fpn"
     assert quick.tile_size == 128 and quick.weight_average == "ema"  # left at defaults: the recipe's
     assert quick.resolved() == quick  # resolving twice changes nothing
+
+
+def test_explicit_choices_survive_resolved_even_when_they_equal_a_default():
+    # issue 13: encoder='resnet18' used to become tiny_unet, and a tile_size equal to the old default
+    # was replaced by the quick recipe's
+    cfg = TrainConfig(device="cpu", time_limit_s=180, tile_size=256, batch_size=8, encoder="resnet18",
+                      pretrained=False, seed=0)
+    r = cfg.resolved()
+    assert (r.recipe, r.architecture, r.encoder, r.tile_size, r.batch_size) == ("cpu_quick", "unet", "resnet18", 256, 8)
+    r = TrainConfig(device="cpu", time_limit_s=60, tile_size=512, learning_rate=1e-3, early_stopping=True).resolved()
+    assert (r.tile_size, r.learning_rate, r.early_stopping) == (512, 1e-3, True)
+    assert r.architecture == "tiny_unet"  # left at auto: the recipe's
+
+
+def test_resolution_reports_every_change_with_a_reason():
+    cfg = TrainConfig(device="cpu", time_limit_s=120, tile_size=256)
+    r, notes = cfg.resolved(), cfg.resolution()
+    changed = {n["field"] for n in notes}
+    assert changed == {f for f in cfg.to_dict() if getattr(cfg, f) != getattr(r, f)}
+    assert "tile_size" not in changed and {"recipe", "architecture", "learning_rate"} <= changed
+    assert all(n["reason"] and n["value"] != n["resolved"] for n in notes)
+    assert r.resolution() == []  # a resolved config has nothing left to choose
+
+
+def test_resolved_configs_round_trip_and_old_profiles_load(tmp_path):
+    r = TrainConfig(device="cpu", time_limit_s=60).resolved()
+    p = tmp_path / "p.json"
+    r.save(p)
+    assert TrainConfig.load(p) == r and TrainConfig.load(p).resolved() == r
+    # a profile written before 'auto' existed: its values are explicit and kept
+    p.write_text(json.dumps({"architecture": "unet", "encoder": "resnet34", "tile_size": 512, "learning_rate": 0.001}))
+    old = TrainConfig.load(p).replace(device="cpu", time_limit_s=60).resolved()
+    assert (old.architecture, old.encoder, old.tile_size) == ("unet", "resnet34", 512)

@@ -128,7 +128,7 @@ def test_balanced_pseudo_loss_weighs_classes_equally(tiny_cfg):
     pseudo[0, :2, :3] = 1                       # 6 foreground pixels, 58 background
     ce = F.cross_entropy(logits, pseudo, reduction="none")
     cfg = tiny_cfg.replace(pseudo_labels=True, pseudo_weight=0.5)
-    plain = sparse_loss(logits, target, pseudo, cfg, None)
+    plain = sparse_loss(logits, target, pseudo, cfg.replace(pseudo_balance=False), None)
     balanced = sparse_loss(logits, target, pseudo, cfg.replace(pseudo_balance=True), None)
     assert torch.allclose(plain, 0.5 * ce.mean())
     assert torch.allclose(balanced, 0.5 * (ce[pseudo == 0].mean() + ce[pseudo == 1].mean()) / 2)
@@ -195,8 +195,10 @@ def test_model_records_training_intensities_for_shift_checks(tiny_cfg, fluo_samp
     assert model.metadata["intensity_stats"] is not None
 
 
-def test_weight_average_is_validated_and_returned(tiny_cfg, fluo_sample):
+def test_weight_average_is_validated_and_returned(tiny_cfg, fluo_sample, monkeypatch):
     img, labels, _, names = fluo_sample
+    from pixlab.training import averaging
+    monkeypatch.setattr(averaging, "warmup_decay", lambda decay, n: decay)  # the plain decay, no warm-up
     kw = dict(class_names=names, progress=False)
     # One optimizer step (4 tiles of batch 4), no averaging.
     one = _weights(pixlab.train([(img, labels)], tiny_cfg.replace(epochs=1, patches_per_epoch=4), **kw))

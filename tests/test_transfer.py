@@ -213,7 +213,7 @@ def test_transfer_presets_follow_the_guide_rows():
 def test_transfer_presets_trainable_parameter_counts():
     counts = {}
     for size in ("small", "medium", "large"):
-        cfg = preset(f"transfer_{size}")
+        cfg = preset(f"transfer_{size}", device="cpu").resolved()  # the guide's recipe: a UNet on the encoder
         network = build_network(cfg.architecture, cfg.encoder, 3, 2)
         counts[size] = freeze(network, cfg.freeze_blocks)
         if size == "small":

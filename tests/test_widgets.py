@@ -332,9 +332,9 @@ def test_invalid_values_show_a_message_next_to_the_field():
     with pytest.raises(ValueError):
         form.config
     form.controls["epochs"].value = 5
-    form.controls["tile_size"].value = 500
+    form.controls["tile_size"].value = "500"  # int or 'auto': a text field read as YAML
     assert "divisible by 32" in form.errors["tile_size"].value
-    form.controls["tile_size"].value = 512
+    form.controls["tile_size"].value = "auto"
     form.controls["class_weights"].value = "[1, 2"
     assert "class_weights" in form.message.value and not form.valid
     form.controls["class_weights"].value = "{nuclei: 2}"

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 COMMANDS = ("train", "predict", "run", "export", "info")
 
@@ -46,6 +47,9 @@ def main(argv=None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        # Warnings are for the user of a command: one line each, without the source line that raised them.
+        warnings.formatwarning = lambda message, category, *rest, **kw: f"pixlab: warning: {message}\n"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESETS", "preset", "CONFIG_VERSION", "field_info", "advise", "IMAGE_TYPES"]
+__all__ = ["TrainConfig", "PRESETS", "preset", "CONFIG_VERSION", "AUTO", "AUTO_FIELDS", "format_resolution", "field_info", "advise", "IMAGE_TYPES"]
 
 CONFIG_VERSION = 1
+
+AUTO = "auto"
+#: Fields whose default is "auto": the recipe chooses them (TrainConfig.resolved); a value the user
+#: sets is kept as it is, whatever it is (an explicit 512 is never replaced, even if 512 is the default).
+AUTO_FIELDS = ("architecture", "encoder", "tile_size", "batch_size", "learning_rate", "scheduler", "loss",
+               "early_stopping", "weight_average", "ema_decay", "pseudo_labels")
 
 # Group names shown as sections by the hyperparameter form.
 GROUPS = ("model", "training", "augmentation", "normalization", "advanced")
@@ -32,7 +39,7 @@ def _f(default, help: str, group: str, choices=None, min=None, max=None, **kw):
 
 
 HISTO_WEIGHTS = ("imagenet", "lunit-swav", "lunit-barlow", "kather100k", "tcga-brca-simclr")
-ARCH_CHOICES = ("unet", "unetplusplus", "deeplabv3plus", "deeplabv3", "fpn", "linknet", "pspnet",
+ARCH_CHOICES = ("auto", "unet", "unetplusplus", "deeplabv3plus", "deeplabv3", "fpn", "linknet", "pspnet",
                 "manet", "pan", "upernet", "segformer", "tiny_unet")
 
 
@@ -45,8 +52,8 @@ class TrainConfig:
     """
 
     # --- model
-    architecture: str = _f("unet", "Network architecture (segmentation-models-pytorch name, or tiny_unet for quick CPU runs).", "model", choices=ARCH_CHOICES)
-    encoder: str = _f("resnet34", "Encoder backbone: resnet18/34/50, efficientnet-b0, or any smp encoder name.", "model")
+    architecture: str = _f("auto", "Network architecture (segmentation-models-pytorch name, or tiny_unet for quick CPU runs); 'auto' = unet, or tiny_unet in the cpu_quick recipe unless an encoder is set.", "model", choices=ARCH_CHOICES)
+    encoder: str = _f("auto", "Encoder backbone: resnet18/34/50, efficientnet-b0, or any smp encoder name; 'auto' = resnet34 (resnet18 in the cpu_quick recipe).", "model")
     pretrained: bool = _f(True, "Start the encoder from ImageNet (or histology) weights found offline; falls back to random init with a warning if none are found.", "model")
     encoder_weights: str = _f("imagenet", "Which pretrained weights: 'imagenet', or a histology set for H&E at ~20x ('lunit-swav', 'lunit-barlow', 'kather100k', 'tcga-brca-simclr'; resnet50 only).", "model", choices=HISTO_WEIGHTS)
     weights_path: str | None = _f(None, "Explicit pretrained encoder weight file (.safetensors, or a tensors-only .pth).", "model")
@@ -54,24 +61,24 @@ class TrainConfig:
     encoder_lr_scale: float = _f(1.0, "Learning-rate multiplier for the (unfrozen) encoder; < 1 fine-tunes it gently.", "model", min=0.0, max=1.0)
     # --- training
     epochs: int = _f(50, "Maximum number of epochs (early stopping usually ends sooner).", "training", min=1, max=100000)
-    batch_size: int = _f(8, "Tiles per optimizer step.", "training", min=1, max=1024)
-    learning_rate: float = _f(1e-3, "Peak learning rate.", "training", min=1e-7, max=1.0)
+    batch_size: int | str = _f("auto", "Tiles per optimizer step; 'auto' = 8.", "training", min=1, max=1024)
+    learning_rate: float | str = _f("auto", "Peak learning rate; 'auto' = 1e-3 (3e-3 for tiny_unet in the cpu_quick recipe).", "training", min=1e-7, max=1.0)
     weight_decay: float = _f(1e-4, "AdamW weight decay.", "training", min=0.0, max=1.0)
     optimizer: str = _f("adamw", "Optimizer.", "training", choices=("adamw", "adam", "sgd"))
-    scheduler: str = _f("one_cycle", "Learning-rate schedule.", "training", choices=("one_cycle", "cosine", "plateau", "none"))
-    loss: str = _f("ce_dice", "Loss on labelled pixels: cross-entropy, Dice, both, or focal.", "training", choices=("ce", "dice", "ce_dice", "focal"))
+    scheduler: str = _f("auto", "Learning-rate schedule; 'auto' = one_cycle (none in the cpu_quick recipe).", "training", choices=("auto", "one_cycle", "cosine", "plateau", "none"))
+    loss: str = _f("auto", "Loss on labelled pixels: cross-entropy, Dice, both, or focal; 'auto' = ce_dice (ce in the cpu_quick recipe: Dice lowered IoU on sparse strokes).", "training", choices=("auto", "ce", "dice", "ce_dice", "focal"))
     dice_weight: float = _f(0.5, "Weight of the Dice term in ce_dice.", "training", min=0.0, max=10.0)
     focal_gamma: float = _f(2.0, "Focusing parameter of the focal loss.", "training", min=0.0, max=10.0)
     class_weights: Any = _f(None, "Per-class loss weight multipliers: a list (one per class) or {class name: weight}; for unbalanced annotations.", "training")
-    tile_size: int = _f(512, "Tile (patch) size in pixels; a multiple of 32.", "training", min=32, max=8192)
+    tile_size: int | str = _f("auto", "Tile (patch) size in pixels, a multiple of 32; 'auto' = 512 (128 in the cpu_quick recipe).", "training", min=32, max=8192)
     tile_overlap: float = _f(0.25, "Overlap between neighbouring tiles at inference, as a fraction of the tile (0 to 0.5).", "training", min=0.0, max=0.5)
     patches_per_epoch: int | None = _f(None, "Tiles sampled per epoch; default: enough to cover the labelled area (at least 4 batches).", "training", min=1, max=10**7)
     stroke_focus: float = _f(0.5, "Fraction of training tiles centred on a labelled pixel (so every class is seen); the rest are random.", "training", min=0.0, max=1.0)
     validation_split: float = _f(0.2, "Fraction of strokes (connected labelled regions) per class held out for validation.", "training", min=0.0, max=0.9)
-    early_stopping: bool = _f(True, "Stop when the monitored metric has not improved for `patience` epochs.", "training")
+    early_stopping: bool | str = _f("auto", "Stop when the monitored metric has not improved for `patience` epochs; 'auto' = true (false in the cpu_quick recipe, which uses its whole time budget).", "training")
     patience: int = _f(10, "Epochs without improvement before early stopping.", "training", min=1, max=10000)
-    weight_average: str = _f("none", "'ema' keeps an exponential moving average of the weights and validates and saves that average (smooths the checkpoint-to-checkpoint swings of training from few strokes); 'none' uses the raw weights.", "training", choices=("none", "ema"))
-    ema_decay: float = _f(0.99, "Decay of the weight average per optimizer step (0.99 averages roughly the last 100 steps).", "training", min=0.5, max=0.99999)
+    weight_average: str = _f("auto", "'auto' = 'ema' in the cpu_quick recipe, else 'none'; 'ema' keeps an exponential moving average of the weights and validates and saves that average (smooths the checkpoint-to-checkpoint swings of training from few strokes); 'none' uses the raw weights.", "training", choices=("auto", "none", "ema"))
+    ema_decay: float | str = _f("auto", "Decay of the weight average per optimizer step (0.99 averages roughly the last 100 steps; early steps use less, see pixlab.training.loop); 'auto' = 0.995 in the cpu_quick recipe, else 0.99.", "training", min=0.5, max=0.99999)
     monitor: str = _f("val_loss", "Metric for early stopping and best-model selection.", "training", choices=("val_loss", "val_miou"))
     time_limit_s: float | None = _f(None, "Stop training after this many seconds (the best model is kept).", "training", min=1.0)
     # --- augmentation
@@ -89,10 +96,10 @@ class TrainConfig:
     downsample: float = _f(1.0, "Work at this downsample factor (2 = half resolution) for tissue-level features.", "normalization", min=1.0, max=64.0)
     # --- advanced
     recipe: str = _f("auto", "'standard' = the settings above; 'cpu_quick' = small UNet, 128 px tiles, pseudo-labels (for minutes on a CPU); 'auto' = cpu_quick only on a CPU with time_limit_s <= 900.", "advanced", choices=("auto", "standard", "cpu_quick"))
-    pseudo_labels: bool = _f(False, "Also learn from a random forest's confident predictions on unlabelled pixels (helps with few strokes).", "advanced")
+    pseudo_labels: bool | str = _f("auto", "Also learn from a random forest's confident predictions on unlabelled pixels (helps with few strokes); 'auto' = true in the cpu_quick recipe, else false.", "advanced")
     pseudo_threshold: float = _f(0.8, "Minimum random-forest probability for a pseudo-label.", "advanced", min=0.5, max=1.0)
     pseudo_weight: float = _f(0.3, "Loss weight of pseudo-labelled pixels.", "advanced", min=0.0, max=1.0)
-    pseudo_balance: bool = _f(False, "Average the pseudo-label loss per class, so the most frequent class (usually background) does not dominate it.", "advanced")
+    pseudo_balance: bool = _f(True, "Average the pseudo-label loss per class, so the most frequent class (usually background) does not dominate it.", "advanced")
     seed: int = _f(0, "Random seed; the same seed on a CPU gives the same model.", "advanced", min=0)
     device: str = _f("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.", "advanced")
     num_threads: int | None = _f(None, "CPU threads for PyTorch during training; default: all cores but one, which prepares the next batch (at least 1).", "advanced", min=1, max=1024)
@@ -111,6 +118,13 @@ class TrainConfig:
             m = f.metadata
             if v is None:
                 continue
+            if isinstance(v, str) and v.lower() == AUTO and f.name in AUTO_FIELDS:
+                setattr(self, f.name, AUTO)
+                continue
+            if f.name in AUTO_FIELDS and isinstance(f.default, str) and "bool" in str(f.type) and not isinstance(v, bool):
+                raise ValueError(f"TrainConfig.{f.name}={v!r} must be true, false or 'auto'")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"TrainConfig.{f.name}={v!r} must be a finite number")
             if m.get("choices") is not None:
                 if not isinstance(v, str) or v.lower() not in m["choices"]:
                     raise ValueError(f"TrainConfig.{f.name}={v!r} is not valid; choose one of {', '.join(m['choices'])}")
@@ -119,14 +133,24 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{f.name}={v!r} must be true or false")
             if m.get("min") is not None or m.get("max") is not None:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ValueError(f"TrainConfig.{f.name}={v!r} must be a number")
-                if f.type in ("int", "int | None") and float(v) != int(v):
+                    auto = " or 'auto'" if f.name in AUTO_FIELDS else ""
+                    raise ValueError(f"TrainConfig.{f.name}={v!r} must be a number{auto}")
+                if f.type.startswith("int") and float(v) != int(v):
                     raise ValueError(f"TrainConfig.{f.name}={v!r} must be a whole number")
                 if m.get("min") is not None and v < m["min"]:
                     raise ValueError(f"TrainConfig.{f.name}={v!r} is below the minimum {m['min']}")
                 if m.get("max") is not None and v > m["max"]:
                     raise ValueError(f"TrainConfig.{f.name}={v!r} is above the maximum {m['max']}")
-        if self.tile_size % 32:
+        if self.encoder == "none" and self.architecture not in (AUTO, "tiny_unet"):
+            raise ValueError(f"TrainConfig.encoder='none' but architecture={self.architecture!r} needs an encoder; "
+                             "set encoder='auto' (resnet34) or a name such as 'resnet18'")
+        if self.encoder not in (AUTO, "none"):
+            from pixlab.nn.networks import _encoder_key
+            try:
+                _encoder_key(self.encoder)
+            except ValueError as e:  # the message lists the recommended and valid names
+                raise ValueError(f"TrainConfig.encoder={self.encoder!r}: {e}") from None
+        if self.tile_size != AUTO and self.tile_size % 32:
             lo, hi = self.tile_size // 32 * 32, (self.tile_size // 32 + 1) * 32
             raise ValueError(f"TrainConfig.tile_size={self.tile_size} is not divisible by 32 (the encoder halves it 5 times); use {max(lo, 32)} or {hi}")
         if self.normalization == "fixed_range":
@@ -142,7 +166,7 @@ class TrainConfig:
         # Histology weight sets are ResNet-50 checkpoints (pixlab.nn.networks.WEIGHT_SETS); only checked
         # when they would be loaded, so a form can change the encoder and the weights one at a time.
         if (self.encoder_weights != "imagenet" and self.pretrained and self.architecture != "tiny_unet"
-                and str(self.encoder).lower() != "resnet50"):
+                and self.encoder != AUTO and str(self.encoder).lower() != "resnet50"):
             raise ValueError(f"TrainConfig.encoder_weights={self.encoder_weights!r} are ResNet-50 weights but encoder={self.encoder!r}; set encoder='resnet50' or encoder_weights='imagenet'")
         cw = self.class_weights
         if cw is not None and not isinstance(cw, (list, tuple, dict)):
@@ -226,41 +250,113 @@ class TrainConfig:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def resolved(self) -> "TrainConfig":
-        """The configuration actually trained: 'auto' values made concrete.
+        """The configuration actually trained: every 'auto' value made concrete.
 
         ``recipe='auto'`` becomes 'cpu_quick' on a CPU with ``time_limit_s <= 900``, else 'standard'.
-        The cpu_quick recipe changes architecture, tile size, batch size, learning rate, loss,
-        pseudo-labels, weight averaging and early stopping to the recipe measured in QUALITY-NOTES and
-        bench/sparse_strokes.py, but only where a field still has its default value: what a user set
-        explicitly (e.g. ``learning_rate=1e-4``) is kept.
+        Only fields the user left at 'auto' are chosen by the recipe; a value that was set (even one
+        equal to a recipe value) is kept. :meth:`resolution` lists every choice with its reason.
         """
+        return self._resolve()[0]
+
+    def resolution(self) -> list[dict]:
+        """Every automatic choice :meth:`resolved` makes, with its reason.
+
+        Returns
+        -------
+        list of dict
+            ``{"field", "value", "resolved", "reason"}`` per field that changes; ``value`` is what
+            this config holds (usually 'auto'), ``resolved`` what is trained.
+
+        Examples
+        --------
+        >>> [c["field"] for c in TrainConfig(device="cpu", time_limit_s=60, encoder="resnet18").resolution()][:3]
+        ['recipe', 'architecture', 'tile_size']
+        """
+        return self._resolve()[1]
+
+    def _resolve(self) -> tuple["TrainConfig", list[dict]]:
+        changes: dict[str, Any] = {}
+        notes: list[dict] = []
+
+        def choose(name, value, reason):
+            if getattr(self, name) != value:
+                changes[name] = value
+                notes.append({"field": name, "value": getattr(self, name), "resolved": value, "reason": reason})
+
         device = self.resolved_device()
+        choose("device", device, "CUDA is available" if device.startswith("cuda") else "no CUDA GPU")
         recipe = self.recipe
-        if recipe == "auto":
+        if recipe == AUTO:
             quick = device == "cpu" and self.time_limit_s is not None and self.time_limit_s <= 900
             recipe = "cpu_quick" if quick else "standard"
-        changes: dict[str, Any] = {"device": device, "recipe": recipe}
-        if self.architecture == "tiny_unet":
-            changes["pretrained"] = False  # our small UNet has no published weights
+            choose("recipe", recipe, f"CPU with time_limit_s={self.time_limit_s:g} <= 900 s: in minutes on a CPU the "
+                   "number of optimizer steps matters more than capacity" if quick else
+                   ("a GPU" if device != "cpu" else "no time limit of 900 s or less") + ": the guide's settings")
+        auto = {f: getattr(self, f) == AUTO for f in AUTO_FIELDS}
         if recipe == "cpu_quick":
-            quick = dict(architecture="tiny_unet", tile_size=min(self.tile_size, 128),
-                         batch_size=8, learning_rate=3e-3, loss="ce", pseudo_labels=True,
-                         scheduler="none", freeze_blocks="none", stroke_focus=0.5,
-                         # bench/sparse_strokes.py, 3 stroke draws: the raw weights at lr 3e-3 scored
-                         # 0.80-0.86 IoU epoch to epoch where their average scored 0.88-0.95; the few
-                         # held-out strokes saturate within a minute, so picking by their mIoU (and
-                         # stopping early on it) kept epochs 1-5 of 45; their loss keeps falling.
-                         # Averaging ~200 steps (decay 0.995) beat ~100 (0.99): mean IoU 0.931 vs 0.916.
-                         weight_average="ema", ema_decay=0.995, pseudo_balance=True, monitor="val_loss",
-                         early_stopping=False,
-                         # longer epochs: validating after every 4 tiny steps cost a third of the time
-                         patches_per_epoch=self.patches_per_epoch or 128)
-            defaults = {f.name: f.default for f in fields(self)}
-            quick = {k: v for k, v in quick.items() if getattr(self, k) == defaults[k]}
-            if quick.get("architecture", self.architecture) == "tiny_unet":
-                quick["pretrained"] = False  # our small UNet has no published weights
-            changes.update(quick)
-        return self.replace(**changes)
+            for name, value, reason in _quick_choices(self, auto):
+                choose(name, value, reason)
+        else:
+            for name in AUTO_FIELDS:
+                if auto[name]:
+                    choose(name, STANDARD_CHOICES[name], "the guide's first-run default")
+        arch = changes.get("architecture", self.architecture)
+        if arch == "tiny_unet":
+            if self.encoder != "none":
+                choose("encoder", "none", "tiny_unet has no encoder")
+            if self.pretrained:
+                choose("pretrained", False, "tiny_unet has no published weights")
+        return self.replace(**changes), notes
+
+
+#: What 'auto' becomes in the standard recipe: the guide's first training run.
+STANDARD_CHOICES: dict[str, Any] = dict(
+    architecture="unet", encoder="resnet34", tile_size=512, batch_size=8, learning_rate=1e-3,
+    scheduler="one_cycle", loss="ce_dice", early_stopping=True, weight_average="none", ema_decay=0.99,
+    pseudo_labels=False)
+
+
+def _quick_choices(cfg: TrainConfig, auto: dict) -> list[tuple[str, Any, str]]:
+    """The cpu_quick recipe's values for the fields left at 'auto', with the reason for each."""
+    out = []
+    if auto["architecture"]:
+        if auto["encoder"] or cfg.encoder == "none":
+            out.append(("architecture", "tiny_unet", "a 3-level UNet makes ~10x the optimizer steps of a "
+                        "resnet UNet in the same time (QUALITY-NOTES)"))
+        else:
+            out.append(("architecture", "unet", f"encoder={cfg.encoder!r} was set: a UNet on that encoder"))
+    tiny = (out[0][1] if out else cfg.architecture) == "tiny_unet"
+    if auto["encoder"] and not tiny:
+        out.append(("encoder", "resnet18", "the smallest ResNet: more steps in the time limit"))
+    if auto["tile_size"]:
+        out.append(("tile_size", 128, "128 px crops centred on strokes: more steps in the time limit"))
+    if auto["batch_size"]:
+        out.append(("batch_size", 8, "the guide's batch size"))
+    if auto["learning_rate"]:
+        out.append(("learning_rate", 3e-3 if tiny else 1e-3,
+                    "measured for tiny_unet (bench/quality)" if tiny else "the guide's rate for encoder networks"))
+    if auto["scheduler"]:
+        out.append(("scheduler", "none", "a constant rate: the run ends at the time limit, not at a planned epoch"))
+    if auto["loss"]:
+        out.append(("loss", "ce", "on sparse strokes Dice lowered the IoU (QUALITY-NOTES)"))
+    if auto["early_stopping"]:
+        out.append(("early_stopping", False, "the few held-out strokes saturate within a minute; the whole "
+                    "time budget is used"))
+    if auto["weight_average"]:
+        out.append(("weight_average", "ema", "the average of the weights swings less than the weights"))
+    if auto["ema_decay"]:
+        out.append(("ema_decay", 0.995, "averages ~200 steps (beat ~100 in bench/sparse_strokes.py)"))
+    if auto["pseudo_labels"]:
+        out.append(("pseudo_labels", True, "the random forest's confident pixels add signal between strokes"))
+    if cfg.patches_per_epoch is None:
+        out.append(("patches_per_epoch", 128, "longer epochs: validating after every 4 tiny steps cost a third "
+                    "of the time"))
+    return out
+
+
+def format_resolution(notes: list[dict]) -> str:
+    """The lines that training prints for :meth:`TrainConfig.resolution`."""
+    return "\n".join(f"  {n['field']}: {n['value']!r} -> {n['resolved']!r} ({n['reason']})" for n in notes)
 
 
 def field_info() -> list[dict]:

@@ -200,7 +200,11 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
         from pixlab.training.checkpoint import resume_config
         cfg = resume_config(resume, cfg)
     user_cfg = cfg
-    cfg = cfg.resolved()
+    cfg, resolution = cfg._resolve()
+    if progress and resolution:
+        # Every automatic choice is printed (and kept in the model's metadata["resolution"]).
+        from pixlab.training.config import format_resolution
+        print("pixlab: automatic settings (set a field to keep your own value):\n" + format_resolution(resolution))
     device = cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"TrainConfig.device={device!r} but no CUDA GPU is available; use device='auto' or 'cpu'")
@@ -211,13 +215,13 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
         torch.set_num_threads(cfg.num_threads or _default_threads(cfg))
     try:
         return _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, checkpoint_dir, resume,
-                      init_from, progress, device, t_start)
+                      init_from, progress, device, t_start, resolution)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, checkpoint_dir, resume, init_from,
-           progress, device, t_start):
+           progress, device, t_start, resolution=()):
     import torch
     from pixlab.labels.masks import annotation_warnings, default_colours, label_stats
     from pixlab.image.resolution import training_pixel_size
@@ -255,10 +259,8 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     opt = _make_optimizer(net, cfg, _param_groups(net, cfg))
     ema = None
     if cfg.weight_average == "ema":
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        # use_buffers: BatchNorm running statistics are averaged with the weights, so the average is
-        # usable as is (no extra pass over the data to re-estimate them).
-        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        from pixlab.training.averaging import weight_average
+        ema = weight_average(net, cfg.ema_decay)
 
     tile = cfg.tile_size
     n_patches = _patches_per_epoch(cfg, labels, tile)
@@ -281,6 +283,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     meta = {
         "split": split_info, "label_stats": stats_cls, "data_fingerprint": fingerprint(images, labels),
         "freeze": freeze_info, "weights_source": weights_source, "user_config": user_cfg.to_dict(),
+        "resolution": [dict(r) for r in resolution],
         "inference_tile_size": tile if cfg.recipe == "standard" else max(tile, 512),
         "intensity_stats": intensity_stats(images),
         "train_images": [im.name for im in images], "patches_per_epoch": n_patches, "world_size": world,
@@ -297,7 +300,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
 
     run.make_model = make_model
     run.emit({"event": "start", "epochs": cfg.epochs, "steps_per_epoch": steps, "config": cfg.to_dict(),
-              "class_names": class_names})
+              "class_names": class_names, "resolution": meta["resolution"]})
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -310,6 +313,11 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     meta["stop_reason"] = stop_reason
     meta["train_time_s"] = time.monotonic() - t_start
     model = make_model(run.best["state"])
+    if rank == 0:
+        from pixlab.training.health import quality_check
+        # Never return a broken network silently: compare it with the random-forest preview on the strokes.
+        check = quality_check(model, samples_, class_names, seed=cfg.seed)
+        model.metadata["quality_check"] = check
     run.emit({"event": "end", "stop_reason": stop_reason, "best_epoch": run.best["epoch"],
-              "epochs_run": len(run.history)})
+              "epochs_run": len(run.history), "quality_check": model.metadata.get("quality_check")})
     return model

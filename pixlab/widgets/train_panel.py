@@ -32,6 +32,15 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _resolution_html(notes) -> str:
+    """The automatic settings of a run, folded under the result (every automatic choice is shown)."""
+    if not notes:
+        return ""
+    rows = "".join(f"<li><b>{html.escape(n['field'])}</b>: {html.escape(repr(n['value']))} → "
+                   f"{html.escape(repr(n['resolved']))} ({html.escape(n['reason'])})</li>" for n in notes)
+    return f"<details><summary>automatic settings ({len(notes)})</summary><ul>{rows}</ul></details>"
+
+
 class TrainPanel(widgets.VBox):
     """Train a model from the annotations without blocking the kernel.
 
@@ -85,6 +94,8 @@ class TrainPanel(widgets.VBox):
         self.model = None
         self.error = None
         self.warnings: list[str] = []
+        #: The automatic choices of the last run (TrainConfig.resolution), shown with the result.
+        self.resolution: list[dict] = []
         self._thread = None
         self._cancel = threading.Event()
         self._t_start = None
@@ -217,7 +228,8 @@ class TrainPanel(widgets.VBox):
             if out:
                 text += f"; model saved to {out}"
             warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
-            self.message.value = _note(text) + (f"<ul style='color:#a60'>{warn}</ul>" if warn else "")
+            self.message.value = (_note(text) + (f"<ul style='color:#a60'>{warn}</ul>" if warn else "")
+                                  + _resolution_html(self.resolution))
         except Exception as e:  # shown in the panel, never as a traceback under the cell
             self.error = e
             self.message.value = _error(f"training failed: {e}")
@@ -229,6 +241,7 @@ class TrainPanel(widgets.VBox):
         kind = ev.get("event")
         now = time.monotonic()
         if kind == "start":
+            self.resolution = list(ev.get("resolution") or [])
             self._epochs = ev.get("epochs", self._epochs)
             self._steps = ev.get("steps_per_epoch")
             self.progress.max = max(1, self._epochs or 1)

@@ -156,9 +156,11 @@ def run(args) -> int:
             model.save(out)
             best = model.metadata.get("best_epoch")
             h = model.history[best] if best is not None and best < len(model.history) else {}
+            check = model.metadata.get("quality_check") or {}
             print(f"saved {out} (best epoch {best}, val mIoU {h.get('val_miou', float('nan')):.3f}, "
                   f"stopped: {model.metadata.get('stop_reason')}"
-                  + (f", {world} processes" if world > 1 else "") + ")")
+                  + (f", {world} processes" if world > 1 else "")
+                  + (f"; quality check: {check['status']}" if check.get("status") else "") + ")")
     finally:
         if started:
             import torch.distributed as dist
