@@ -1,0 +1,1 @@
+"""Quality benchmark of issue 13: ``python -m bench.quality --help``."""
