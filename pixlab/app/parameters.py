@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from pixlab.app.project import SAMPLE_IHC
+from pixlab.app.project_inputs import SAMPLE_IHC
 
 __all__ = ["Parameter", "find_notebooks", "notebook_parameters", "read_params_file", "config_from_parameters",
            "validate_parameters", "RUNNER_OWNED", "PATH_PARAMETERS"]
