@@ -111,6 +111,25 @@ def test_channel_mismatch_names_the_expected_channels(model_dir, tmp_path, capsy
     assert "1 channel(s)" in err and "expects 2 channel(s) ['DAPI', 'Membrane']" in err
 
 
+def test_objects_flags_reach_the_outputs(model_dir, images, tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "o.geojson"
+    rc = run("--model", model_dir, "--input", images / "img0.ome.tif", "--output", out, "--format", "geojson",
+             "objects", "csv", "--objects", "annotation", "--min-object-um2", "2", "--fill-holes-um2", "inf",
+             "--smooth", "1", "--backend", "eager")
+    assert rc == 0
+    assert sorted(os.listdir(tmp_path)) == ["o.geojson", "o.measurements.csv", "o.objects.csv"]
+    features = json.loads(out.read_text())["features"]
+    table = pd.read_csv(tmp_path / "o.objects.csv")
+    assert len(features) == len(table) and (table["area_um2"] >= 2).all()
+    assert {f["properties"]["objectType"] for f in features} <= {"annotation"}
+    assert "objects" in pd.read_csv(tmp_path / "o.measurements.csv").columns
+    rc = run("--model", model_dir, "--input", images / "img0.ome.tif", "--output", tmp_path / "p.geojson",
+             "--format", "geojson", "objects", "--objects", "none")
+    assert rc == 2 and "objects='none'" in capsys.readouterr().err
+
+
 def test_scheduler_hands_the_batch_to_pixlab_cluster(model_dir, images, tmp_path, monkeypatch, capsys):
     calls = {}
 

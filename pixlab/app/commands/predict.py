@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-FORMAT_CHOICES = ("ome-tiff", "ome-zarr", "csv", "geojson", "png")
+FORMAT_CHOICES = ("ome-tiff", "ome-zarr", "csv", "geojson", "png", "objects")
 
 
 def add_parser(sub) -> None:
@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, metavar="OUT",
                    help="output file for one input image, or output folder for several")
     p.add_argument("--format", nargs="+", choices=FORMAT_CHOICES, default=None, metavar="FORMAT",
-                   help="what to write: ome-tiff or ome-zarr (raster), csv (area per class), geojson "
-                        "(QuPath objects), png (overlay); default: from OUT's suffix, else ome-tiff")
+                   help="what to write: ome-tiff or ome-zarr (raster), csv (area and objects per class), geojson "
+                        "(QuPath objects), png (overlay), objects (one row per object, x.objects.csv); "
+                        "default: from OUT's suffix, else ome-tiff")
     p.add_argument("--output-type", choices=("probabilities", "labels"), default="probabilities",
                    help="raster content: one channel per class, or the argmax label map (1..K)")
     p.add_argument("--dtype", choices=("uint8", "float16", "float32"), default="uint8",
@@ -44,10 +45,24 @@ def add_parser(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="local|ADDRESS",
                    help="run the images on a dask cluster (pixlab.inference.cluster): 'local' or a scheduler address")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("objects (geojson, objects and the counts in csv)")
+    g.add_argument("--objects", choices=("detection", "annotation", "none"), default="detection",
+                   help="one GeoJSON feature per connected object, as QuPath detections or annotations; "
+                        "none: one MultiPolygon per class and no object counts")
+    g.add_argument("--object-classes", nargs="+", default=None, metavar="CLASS",
+                   help="classes made into objects (default: every class but the first, the background)")
+    g.add_argument("--min-object-um2", type=float, default=0.0, metavar="AREA",
+                   help="drop smaller objects (µm²; input pixels when the image has no pixel size)")
+    g.add_argument("--fill-holes-um2", type=float, default=0.0, metavar="AREA",
+                   help="fill smaller holes in objects (µm²; input pixels when the image has no pixel size)")
+    g.add_argument("--smooth", type=float, default=0.0, metavar="PX",
+                   help="outline smoothing radius in input pixels (0: exact pixel edges)")
+    g.add_argument("--simplify", type=float, default=0.0, metavar="PX",
+                   help="outline simplification tolerance in input pixels")
     p.set_defaults(func=run)
 
 
-_SUFFIX_FORMATS = ((".ome.zarr", "ome-zarr"), (".zarr", "ome-zarr"), (".tif", "ome-tiff"), (".tiff", "ome-tiff"),
+_SUFFIX_FORMATS = ((".objects.csv", "objects"), (".ome.zarr", "ome-zarr"), (".zarr", "ome-zarr"), (".tif", "ome-tiff"), (".tiff", "ome-tiff"),
                    (".csv", "csv"), (".geojson", "geojson"), (".json", "geojson"), (".png", "png"))
 
 
@@ -94,7 +109,10 @@ def run(args) -> int:
     formats = _check_formats(args.format) if args.format else None
     images = list_images(args.input)  # missing inputs / empty folders: one clear error up front
     predict_kwargs = dict(output=args.output_type, dtype=args.dtype, backend=args.backend,
-                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size)
+                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                          objects=args.objects, object_classes=args.object_classes,
+                          min_object_area=args.min_object_um2, fill_holes_area=args.fill_holes_um2,
+                          smooth=args.smooth, simplify=args.simplify)
     out = args.output
     folder_mode = (len(images) > 1 or any(Path(i).is_dir() for i in args.input) or Path(out).is_dir()
                    or out.endswith(("/", os.sep)))
@@ -122,7 +140,7 @@ def run(args) -> int:
         raster, side = _single_file_targets(out, formats)
         res = predict_file(model, images[0], raster, measurements=side.get("csv", False),
                            geojson=side.get("geojson", False), overlay=side.get("png", False),
-                           overwrite=args.overwrite, progress=not args.no_progress, **predict_kwargs)
+                           objects_csv=side.get("objects", False), overwrite=args.overwrite, progress=not args.no_progress, **predict_kwargs)
         for path in res["outputs"].values():
             print(f"wrote {path}")
         print(f"{images[0]}: {res['tiles']} tiles in {res['seconds']:.1f} s ({res['backend']})")
