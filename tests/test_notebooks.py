@@ -88,8 +88,12 @@ def test_all_notebooks_run_headless_and_leave_their_artefacts(tmp_path, monkeypa
     # 04: a prediction OME-TIFF of the whole image, with measurements, objects and an overlay
     out = pixlab.open_image(root / "predictions" / "ihc.ome.tif")
     assert out.shape == (3, 512, 512) and out.channel_names == classes
-    for side in ("ihc.measurements.csv", "ihc.geojson", "ihc.overlay.png"):
+    for side in ("ihc.measurements.csv", "ihc.geojson", "ihc.overlay.png", "ihc.objects.csv"):
         assert (root / "predictions" / side).stat().st_size > 100, side
+    infer_nb = nbformat.read(str(root / "executed" / "04_inference.ipynb"), as_version=4)
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                   for c in infer_nb.cells for o in c.get("outputs", []))
+    assert " objects {" in text and "centroid_x_px" in text  # the count and the objects table
     info = json.loads((root / "run.json").read_text())
     assert info["status"] == "ok" and info["parameters"]["epochs"] == 2
 
