@@ -174,7 +174,7 @@ def multiplex_if(seed: int = 0, classes: int = 2):
     """
     rng = np.random.default_rng(seed)
     shape = (SIZE, SIZE)
-    lab = _place_ellipses(rng, shape, 380, (8, 11), touching=0.5)
+    lab = _place_ellipses(rng, shape, 380, (8, 11), touching=0.3)
     n = lab.max()
     kind = rng.choice(3, size=n + 1, p=[0.6, 0.15, 0.25])  # 0 CD3 T cell, 1 CD20 B cell, 2 tumour
     ki67 = rng.random(n + 1) < 0.6
@@ -192,12 +192,12 @@ def multiplex_if(seed: int = 0, classes: int = 2):
     cd20 = (ring & (ring_kind == 1)).astype(np.float32) * rng.uniform(0.5, 1.0, shape)
     panck = ((grown > 0) & (ring_kind == 2)).astype(np.float32) * 0.7
     ki = (nuclei & ki67[lab]).astype(np.float32)
-    ki *= (0.6 + 0.4 * _smooth_noise(rng, shape, 2)).clip(0, None)
+    ki *= (0.8 + 0.2 * _smooth_noise(rng, shape, 2)).clip(0, None)
     illum = _illumination(rng, shape, 0.5, 1.2)
     chans = []
     for sig, peak, sigma in ((dapi, 800, 1.5), (cd3, 500, 1.5), (cd20, 500, 1.5), (panck, 400, 2.0), (ki, 400, 1.5)):
         expected = (ndi.gaussian_filter(sig, sigma) * peak + 60.0) * illum
-        expected += 40.0 * np.clip(_smooth_noise(rng, shape, 5), 0, None)  # autofluorescence
+        expected += 20.0 * np.clip(_smooth_noise(rng, shape, 5), 0, None)  # autofluorescence
         chans.append(_counts(expected, rng, read_noise=15.0))
     data = np.stack(chans)
     target = (grown > 0) & (ring_kind == 0) & ki67[grown]  # the whole cell: nucleus + CD3 membrane
