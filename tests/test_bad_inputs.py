@@ -26,7 +26,7 @@ import pytest
 import pixlab
 from pixlab.app.cli import main
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FileExistsError, NotADirectoryError)
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError)
 CLASSES = ["bg", "nuclei"]
 TINY = dict(architecture="tiny_unet", pretrained=False, tile_size=64, epochs=1, batch_size=2,
             patches_per_epoch=4, recipe="standard", device="cpu")
@@ -169,6 +169,14 @@ CASES = [
          _train_cli(IMG, LAB, "--set", "learning_rate=-0.1")),
     Case("unknown-config-field", ValueError, r"unknown TrainConfig field\(s\) 'epoch' \(did you mean 'epochs'\?\)",
          lambda ws, out: pixlab.TrainConfig.from_dict({"epoch": 3}), _train_cli(IMG, LAB, "--set", "epoch=3")),
+    Case("labels-is-a-folder", IsADirectoryError, r"label file '[^']*bad-inputs[^']*' is a folder; give the label file of one image",
+         _train_api(IMG, lambda ws: ws.d), _train_cli(IMG, lambda ws: ws.d)),
+    Case("set-list-written-as-text", ValueError, r"--set 'channels=DAPI,Membrane': values are YAML.*--set 'channels=\[DAPI, Membrane\]'",
+         lambda ws, out: __import__("pixlab.app.commands.train").app.commands.train.parse_set(["channels=DAPI,Membrane"]),
+         _train_cli(IMG, LAB, "--set", "channels=DAPI,Membrane")),
+    Case("predict-tile-size-not-multiple-of-32", ValueError, r"tile[_-]size=100 is not divisible by 32 .*; use 96 or 128",
+         lambda ws, out: pixlab.predict_file(ws.model, ws.image, out / "p.ome.tif", tile_size=100),
+         lambda ws, out: _predict_cli(IMG)(ws, out) + ["--tile-size", "100"]),
     Case("missing-image-file", FileNotFoundError, r"'[^']*nope\.tif' does not exist",
          lambda ws, out: pixlab.open_image(ws.d / "nope.tif"), _predict_cli(lambda ws: ws.d / "nope.tif")),
     Case("model-dir-missing-metadata", FileNotFoundError, r"model-without-metadata' has no metadata\.json",

@@ -154,3 +154,37 @@ def test_python_m_pixlab_predict_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("pixlab: error: input") and "Traceback" not in proc.stderr
+
+
+def test_channels_selects_and_maps_the_images_channels(model_dir, images, tmp_path, capsys):
+    src = pixlab.open_image(images / "img0.ome.tif")
+    data = np.asarray(src.read())
+    three = Image(np.stack([data[1], data[0] // 2, data[0]]), ["Membrane", "junk", "Nuclear"], pixel_size=0.5)
+    write_ome_tiff(tmp_path / "three.ome.tif", three)
+    assert run("--model", model_dir, "--input", images / "img0.ome.tif", "--output", tmp_path / "ref.ome.tif") == 0
+    argv = ["--model", model_dir, "--input", tmp_path / "three.ome.tif", "--backend", "eager"]
+    assert run(*argv, "--output", tmp_path / "no.ome.tif") == 2
+    err = capsys.readouterr().err
+    assert "['DAPI'] not found" in err and "['Membrane', 'junk', 'Nuclear']" in err and "--channels" in err
+    ref = tifffile.imread(tmp_path / "ref.ome.tif")
+    for i, sel in enumerate(("Nuclear,Membrane", "2,0", "DAPI=Nuclear,Membrane=Membrane")):
+        assert run(*argv, "--channels", sel, "--output", tmp_path / f"o{i}.ome.tif") == 0, capsys.readouterr().err
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / f"o{i}.ome.tif"), ref)
+
+
+def test_tile_size_follows_the_training_rule(model_dir, images, tmp_path, capsys):
+    assert run("--model", model_dir, "--input", images / "img0.ome.tif", "--output", tmp_path / "o.ome.tif",
+               "--tile-size", "100") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pixlab: error: --tile-size=100 is not divisible by 32") and "use 96 or 128" in err
+    assert not (tmp_path / "o.ome.tif").exists()
+    with pytest.raises(ValueError, match=r"tile_size=100 is not divisible by 32"):
+        pixlab.load_model(model_dir).predict(np.zeros((2, 64, 64), np.float32), tile_size=100)
+
+
+def test_help_says_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the model's)" in text and "(default: None)" not in text
+    assert "(default: the model's) (default" not in text

@@ -10,20 +10,22 @@ import numpy as np
 
 from pixlab.inference.backends import inference_batch_size
 from pixlab.inference.prepare import image_stats_for, match_channels, tile_reader, working_image
+from pixlab.nn.tile_size import check_tile_size
 
 __all__ = ["predict_image"]
 
 
-def predict_image(model, image, *, tile_size=None, overlap=None, batch_size=None, per_image_norm=None):
+def predict_image(model, image, *, tile_size=None, overlap=None, batch_size=None, per_image_norm=None,
+                  channels=None):
     """Class probabilities (K, Y, X) float32 for a whole image; see :meth:`pixlab.Model.predict`."""
     from pixlab.image.io import open_image
     from pixlab.inference.tiling import predict_tiled
 
-    img = match_channels(model, open_image(image))
+    img = match_channels(model, open_image(image), channels)
     stats = image_stats_for(model, img, per_image_norm)
     full_yx = img.shape[1:]
     work, ds = working_image(model, img)
-    tile = int(tile_size or model.inference_tile_size)
+    tile = model.inference_tile_size if tile_size is None else check_tile_size(tile_size, "tile_size", model.tile_multiple)
     ov = model.config.tile_overlap if overlap is None else overlap
     bs = inference_batch_size(model, tile, work.n_channels, batch_size)
     probs = predict_tiled(tile_reader(work, stats), work.shape[1:], model.n_classes, model.infer_batch,

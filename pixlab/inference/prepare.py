@@ -7,21 +7,15 @@ import numpy as np
 __all__ = ["match_channels", "image_stats_for", "tile_reader", "read_rows", "working_image", "BAND_CACHE_BYTES"]
 
 
-def match_channels(model, img):
-    """Return ``img`` restricted/ordered to the channels the model expects.
+def match_channels(model, img, channels=None):
+    """Return ``img`` with the channels the model expects, in its order.
 
-    An image with exactly the model's channel count is used as is; an image with more channels is
-    matched by name. Anything else raises a ValueError naming both counts and the expected names.
+    The rule (by name when names are informative, by position with a warning when they are
+    generic, an error for a different count unless ``channels`` selects them) is
+    :func:`pixlab.image.channels.match_channels`.
     """
-    want = model.channel_names
-    if img.n_channels == len(want):
-        return img
-    if set(want) <= set(img.channel_names):
-        return img.select_channels(want)
-    raise ValueError(
-        f"image '{img.name}' has {img.n_channels} channel(s) {img.channel_names} but the model expects "
-        f"{len(want)} channel(s) {want}; open the image with channels={want!r} or use a model trained "
-        f"on these channels")
+    from pixlab.image.channels import match_channels as match
+    return match(img, model.channel_names, channels)
 
 
 def image_stats_for(model, img, per_image_norm: bool | None = None) -> dict:

@@ -13,12 +13,13 @@ import numpy as np
 
 from pixlab.inference.backends import BACKENDS, get_backend, inference_batch_size
 from pixlab.inference.prepare import image_stats_for, match_channels, tile_reader, working_image
+from pixlab.nn.tile_size import check_tile_size
 
 __all__ = ["predict_file"]
 
 
 def _tiling(model, tile_size, overlap, batch_size, n_channels):
-    tile = int(tile_size or model.inference_tile_size)
+    tile = model.inference_tile_size if tile_size is None else check_tile_size(tile_size, "tile_size", model.tile_multiple)
     ov = model.config.tile_overlap if overlap is None else overlap
     return tile, ov, inference_batch_size(model, tile, n_channels, batch_size)
 
@@ -62,7 +63,7 @@ def _side_path(value, out_path, fmt):
 def predict_file(model, in_path, out_path=None, *, output: str = "probabilities", dtype: str = "uint8",
                  measurements=False, geojson=False, overlay=False, overwrite: bool = False,
                  backend: str = "eager", tile_size: int | None = None, overlap: float | None = None,
-                 batch_size: int | None = None, per_image_norm: bool | None = None,
+                 batch_size: int | None = None, per_image_norm: bool | None = None, channels=None,
                  window: str = "gaussian", tiff_tile: int = 256, compression: str | None = "zlib",
                  geojson_max_pixels: int = 2**24, overlay_max_side: int = 2048,
                  background="auto", objects: str = "detection", objects_csv=False, object_classes=None,
@@ -111,6 +112,9 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
         the batch size is chosen from free memory).
     per_image_norm : bool, optional
         Normalise with this image's own statistics (default: the model's setting).
+    channels : sequence of int/str, or dict, optional
+        Image channels in the model's order, or ``{model channel: image channel}``; see
+        :func:`pixlab.image.channels.match_channels`.
     window : {"gaussian", "cosine"}
         Blending window.
     tiff_tile : int
@@ -193,7 +197,7 @@ def predict_file(model, in_path, out_path=None, *, output: str = "probabilities"
     try:
         return _predict_opened(model, opened, targets, output=output, dtype=dtype, backend=backend,
                                tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                               per_image_norm=per_image_norm, window=window, tiff_tile=tiff_tile,
+                               per_image_norm=per_image_norm, channels=channels, window=window, tiff_tile=tiff_tile,
                                compression=compression, geojson_max_pixels=geojson_max_pixels,
                                overlay_max_side=overlay_max_side, background=background, progress=progress,
                                t_start=t_start, object_opts=object_opts)
@@ -274,7 +278,7 @@ def _sample_tiles(reader, boxes, tile, stats, n=4):
 
 
 def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, overlap, batch_size,
-                    per_image_norm, window, tiff_tile, compression, geojson_max_pixels,
+                    per_image_norm, channels, window, tiff_tile, compression, geojson_max_pixels,
                     overlay_max_side, background, progress, t_start, object_opts=None):
     from tqdm.auto import tqdm
 
@@ -286,7 +290,7 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
     from pixlab.inference.pipeline import BackgroundSink, StripReader, run_tiles, worker_count
     from pixlab.inference.tiling import _check_overlap, blend_window, tile_starts
 
-    img = match_channels(model, img)
+    img = match_channels(model, img, channels)
     work, ds = working_image(model, img)
     stats = image_stats_for(model, img, per_image_norm)
     tile, ov, bs = _tiling(model, tile_size, overlap, batch_size, work.n_channels)

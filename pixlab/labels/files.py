@@ -89,6 +89,9 @@ def load_labels(path: str | os.PathLike, shape=None) -> np.ndarray:
         If the file is not a single-channel integer image or its shape differs from ``shape``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"label file '{path}' is a folder; give the label file of one image (a .png or "
+                                f".tif of class ids), one per image in the same order as the images")
     if not path.is_file():
         raise FileNotFoundError(f"label file '{path}' does not exist; check the path or save labels first")
     suffix = path.suffix.lower()

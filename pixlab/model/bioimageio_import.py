@@ -266,6 +266,9 @@ class _TorchscriptRunner:
 class BioimageioModel(Model):
     """A :class:`pixlab.Model` running a bioimage.io package (see :func:`load_bioimageio`)."""
 
+    #: The package declares its own input shapes.
+    tile_multiple = 1
+
     @property
     def package(self) -> str:
         return self.metadata["bioimageio"]["package"]

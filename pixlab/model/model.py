@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pixlab.nn.tile_size import TILE_MULTIPLE
+
 __all__ = ["Model"]
 
 
@@ -37,6 +39,9 @@ class Model:
     metadata : dict, optional
         Anything else recorded at training time (fingerprints, versions, split).
     """
+
+    #: Tile sides the network accepts are multiples of this (see :func:`pixlab.nn.tile_size.check_tile_size`).
+    tile_multiple: int = TILE_MULTIPLE
 
     def __init__(self, network, class_names: Sequence[str], colours, channel_names: Sequence[str],
                  norm_stats: dict, config, history: list | None = None, metadata: dict | None = None):
@@ -112,19 +117,24 @@ class Model:
         return probs.cpu().numpy()
 
     def predict(self, image, *, tile_size: int | None = None, overlap: float | None = None,
-                batch_size: int | None = None, per_image_norm: bool | None = None) -> np.ndarray:
+                batch_size: int | None = None, per_image_norm: bool | None = None,
+                channels=None) -> np.ndarray:
         """Class probabilities for a whole image, tiled with smooth blending.
 
         Parameters
         ----------
         image : Image, ndarray or path
-            Anything :func:`pixlab.open_image` accepts. Channels are matched to the model's by name
-            when the image has more channels than the model.
+            Anything :func:`pixlab.open_image` accepts. Its channels are matched to the model's
+            by :func:`pixlab.image.channels.match_channels`: by name when both have informative
+            names, by position (with a warning) when the names are generic.
         tile_size, overlap, batch_size : optional
             Override the inference tile size, overlap fraction and batch size.
         per_image_norm : bool, optional
             Normalize with this image's own statistics instead of the training statistics
             (default: the model's ``use_training_stats`` setting).
+        channels : sequence of int/str, or dict, optional
+            The image channels to use, in the model's order (names or 0-based indices), or
+            ``{model channel: image channel}``; needed when the channel counts differ.
 
         Returns
         -------
@@ -133,7 +143,7 @@ class Model:
         """
         from pixlab.inference.in_memory import predict_image
         return predict_image(self, image, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                             per_image_norm=per_image_norm)
+                             per_image_norm=per_image_norm, channels=channels)
 
     def predict_labels(self, image, **kw) -> np.ndarray:
         """Most probable class per pixel, (Y, X) with values 1..K (uint8; uint16 beyond 255 classes)."""

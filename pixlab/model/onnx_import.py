@@ -97,6 +97,9 @@ class OnnxModel(Model):
     ONNX file plus its declared settings (read back by :func:`import_onnx`), not a pixlab bundle.
     """
 
+    #: Imported graphs declare their own input shapes (checked in :meth:`OnnxNetwork.forward`).
+    tile_multiple = 1
+
     @property
     def settings(self) -> dict:
         """The declared settings (class names, channels, tile size, normalisation, ...)."""

@@ -8,8 +8,9 @@ bioimageio.core), qupath-dl (the folder the QuPath DL pixel classifier extension
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from pixlab.app.commands import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("export", help="export a model to bioimage.io, QuPath, TorchScript or ONNX",
                        description=__doc__.split("\n\n", 1)[1],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--format", required=True, choices=list(FORMATS), help="what to write")
     p.add_argument("model", metavar="MODEL", help="model folder (written by model.save / pixlab train)")
     p.add_argument("out", metavar="OUT", help="output file or folder")

@@ -9,10 +9,11 @@ one line while the others go on; the exit status is 1 if any image failed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
+
+from pixlab.app.commands import HelpFormatter
 
 FORMAT_CHOICES = ("ome-tiff", "ome-zarr", "csv", "geojson", "png", "objects")
 
@@ -20,7 +21,7 @@ FORMAT_CHOICES = ("ome-tiff", "ome-zarr", "csv", "geojson", "png", "objects")
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "predict", help="predict images or folders of images with a trained model",
-        description=__doc__.split("\n\n", 1)[1].replace("``", ""), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__.split("\n\n", 1)[1].replace("``", ""), formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="model folder (written by model.save / pixlab train)")
     p.add_argument("--input", required=True, nargs="+", action="extend", metavar="IMAGE_OR_FOLDER",
                    help="image files and/or folders of images")
@@ -37,7 +38,13 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=("eager", "onnxruntime", "auto"), default="auto",
                    help="inference engine: PyTorch, ONNX Runtime, or the fastest that agrees")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
-    p.add_argument("--tile-size", type=int, default=None, help="network tile size (default: the model's)")
+    p.add_argument("--tile-size", type=int, default=None,
+                   help="network tile size in px, a multiple of 32 like in training (default: the model's)")
+    p.add_argument("--channels", default=None, metavar="LIST",
+                   help="image channels to use, in the model's order: names or 0-based indices separated by "
+                        "commas (--channels DAPI,CD8 or --channels 0,2), or MODEL=IMAGE pairs "
+                        "(--channels CD3=CD8,DAPI=DAPI). Needed when the image's channel count differs from "
+                        "the model's or its names differ (default: match by name, else by position)")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="tiles per batch (default: 4 on CPU, from free memory on GPU)")
@@ -108,9 +115,16 @@ def run(args) -> int:
 
     formats = _check_formats(args.format) if args.format else None
     images = list_images(args.input)  # missing inputs / empty folders: one clear error up front
+    from pixlab.image.channels import parse_channels
+    from pixlab.nn.tile_size import TILE_MULTIPLE, check_tile_size
+
+    def tile_size(multiple=TILE_MULTIPLE):  # training's rule, checked before any image is read
+        return None if args.tile_size is None else check_tile_size(args.tile_size, "--tile-size", multiple)
+
+    channels = None if args.channels is None else parse_channels(args.channels)
     predict_kwargs = dict(output=args.output_type, dtype=args.dtype, backend=args.backend,
                           tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                          objects=args.objects, object_classes=args.object_classes,
+                          channels=channels, objects=args.objects, object_classes=args.object_classes,
                           min_object_area=args.min_object_um2, fill_holes_area=args.fill_holes_um2,
                           smooth=args.smooth, simplify=args.simplify)
     out = args.output
@@ -125,6 +139,7 @@ def run(args) -> int:
                 raise
             raise ValueError("--scheduler needs pixlab.inference.cluster, which this pixlab does not have; "
                              "run without --scheduler") from None
+        predict_kwargs["tile_size"] = tile_size()  # the workers load the model
         results = predict_many(args.model, [os.fspath(p) for p in images], out, scheduler=args.scheduler,
                                overwrite=args.overwrite, formats=formats or ["ome-tiff"],
                                device=None if args.device == "auto" else args.device,
@@ -134,6 +149,7 @@ def run(args) -> int:
     from pixlab.model.bundle import load_model
 
     model = load_model(args.model, device=_device(args.device))
+    predict_kwargs["tile_size"] = tile_size(model.tile_multiple)
     if not folder_mode:
         from pixlab.inference.predict import predict_file
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from pixlab.app.commands import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -11,7 +12,7 @@ def add_parser(sub) -> None:
         "run", help="run the notebooks 01..04 in order with papermill",
         description="Run notebooks/NN_*.ipynb in order into runs/NAME/executed/. Parameters are checked "
                     "against the notebooks' parameters cells before anything runs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--name", default="demo", help="run name: results go to RUNS_DIR/NAME")
     p.add_argument("--params", metavar="FILE", help="YAML or JSON file of parameter values")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),

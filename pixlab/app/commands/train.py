@@ -8,8 +8,9 @@ GPU (or N CPU processes with the gloo backend), only rank 0 writes checkpoints a
 
 from __future__ import annotations
 
-import argparse
 import os
+
+from pixlab.app.commands import HelpFormatter
 
 # Keys of a --config file that describe the run rather than the TrainConfig.
 RUN_KEYS = ("images", "labels", "classes", "output", "checkpoint_dir", "resume", "init_from", "overwrite")
@@ -17,20 +18,39 @@ _PATH_KEYS = ("images", "labels", "output", "checkpoint_dir", "resume", "init_fr
 
 
 def parse_set(items) -> dict:
-    """Parse ``key=value`` overrides; values are read as YAML scalars/lists (``epochs=2``, ``channels=[0,1]``)."""
+    """Parse ``key=value`` overrides; values are read as YAML scalars/lists (``epochs=2``, ``channels=[0,1]``).
+
+    ``channels=DAPI,CD8`` is one YAML string, never what was meant: a comma in the value of a field
+    that is not a plain string is refused with the list spelling.
+    """
+    import dataclasses
+
     import yaml
+    from pixlab.training.config import TrainConfig
+
+    text_fields = {f.name for f in dataclasses.fields(TrainConfig) if str(f.type) in ("str", "str | None")}
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"--set {item!r} must look like key=value, e.g. --set epochs=5")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        k = k.strip()
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); "
+                             f"e.g. --set '{k}=[a, b]' for a list") from None
+        if isinstance(value, str) and "," in value and k not in text_fields:
+            items_ = ", ".join(p.strip() for p in value.split(","))
+            raise ValueError(f"--set {item!r}: values are YAML, so {value!r} is one text, not a list; "
+                             f"write --set '{k}=[{items_}]' (quoted for the shell)")
+        out[k] = value
     return out
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a pixel classifier from images and sparse label masks",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--image", action="append", help="training image (repeat for several); or 'images:' in --config")
     p.add_argument("--labels", action="append",
                    help="label mask for the image at the same position (PNG/TIFF, 0 = unlabelled); "
@@ -40,7 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML or JSON file: TrainConfig fields, and optionally images, labels, "
                                     "classes, output, checkpoint_dir, resume, init_from (paths relative to "
                                     "the file); command-line options take precedence")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a TrainConfig field (repeatable); values are YAML: --set epochs=5, "
+                        "--set 'channels=[DAPI, CD8]' (a list, quoted for the shell), --set amp=false")
     p.add_argument("--checkpoint-dir", help="write resumable checkpoints here")
     p.add_argument("--resume", help="continue from a checkpoint folder")
     p.add_argument("--init-from", help="start from a saved model's weights")
