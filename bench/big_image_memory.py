@@ -125,7 +125,7 @@ def main() -> None:
     model = Model(build_network("tiny_unet", None, 3, 2), ["background", "tissue"], default_colours(2),
                   ["Red", "Green", "Blue"], stats, cfg, metadata={"inference_tile_size": args.tile})
     model_dir = OUT / "model"
-    model.save(model_dir)
+    model.save(model_dir, overwrite=True)
 
     rows = []
     for size in [s for s in (args.size, args.small) if s]:

@@ -164,8 +164,12 @@ def atomic_dir(path: str | os.PathLike):
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        mode = 0o666 & ~_umask()
         for f in tmp.rglob("*"):
             if f.is_file():
+                # Some writers create owner-only files (safetensors' save_file: 0600), which colleagues
+                # on a shared server could not read; every file gets the user's usual mode.
+                os.chmod(f, mode)
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         old = None

@@ -85,3 +85,58 @@ def test_channel_mismatch_names_both_counts(saved):
     three = np.zeros((3, 32, 32), np.float32)
     with pytest.raises(ValueError, match=r"has 3 channel\(s\).*expects 2"):
         model.predict(three)
+
+
+def _edited_copy(saved, tmp_path, edit):
+    import shutil
+    d, _, _ = saved
+    d2 = tmp_path / "edited"
+    shutil.copytree(d, d2)
+    meta = json.loads((d2 / "metadata.json").read_text())
+    edit(meta)
+    (d2 / "metadata.json").write_text(json.dumps(meta))
+    return d2
+
+
+@pytest.mark.parametrize("key", ["class_names", "colours", "channel_names", "normalization", "config"])
+def test_a_missing_metadata_key_is_named_with_the_pixlab_that_wrote_it(saved, tmp_path, capsys, key):
+    from pixlab.app.cli import main
+    d2 = _edited_copy(saved, tmp_path, lambda m: (m.pop(key), m["versions"].update(pixlab="0.0.7")))
+    with pytest.raises(ValueError, match=rf"has no '{key}' \(written by pixlab 0\.0\.7\); .*save the model again"):
+        pixlab.load_model(d2)
+    import tifffile
+    tifffile.imwrite(tmp_path / "x.tif", np.zeros((2, 32, 32), np.uint16))
+    for argv in (["info", str(d2)], ["predict", "--model", str(d2), "--input", str(tmp_path / "x.tif"), "--output",
+                                     str(tmp_path / "p.ome.tif")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pixlab: error: ") and f"has no '{key}'" in err and err.count("\n") == 1, err
+
+
+def test_a_missing_normalisation_field_and_an_unknown_writer(saved, tmp_path):
+    def edit(m):
+        del m["normalization"]["scale"], m["versions"]
+    with pytest.raises(ValueError, match=r"has no 'scale' in 'normalization' \(written by an unknown pixlab version\)"):
+        pixlab.load_model(_edited_copy(saved, tmp_path, edit))
+
+
+def test_saved_files_honour_the_umask(saved, tmp_path):
+    _, _, model = saved
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "shared")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "shared").iterdir()}
+    assert modes == {"model.safetensors": 0o644, "metadata.json": 0o644}  # safetensors alone writes 0600
+
+
+def test_save_refuses_an_existing_folder_unless_overwrite(saved, tmp_path):
+    _, _, model = saved
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"model folder '.*m' exists; pass overwrite=True"):
+        model.save(tmp_path / "m")
+    assert os.listdir(tmp_path / "m") == ["notes.txt"]
+    model.save(tmp_path / "m", overwrite=True)
+    assert pixlab.load_model(tmp_path / "m").class_names == model.class_names

@@ -212,7 +212,7 @@ def test_bundle_write_failing_halfway_keeps_the_previous_bundle(tmp_path, monkey
     else:
         monkeypatch.setattr(Path, "write_text", lambda self, text, *a, **kw: _half_then_disk_full(self, text.encode()))
     with pytest.raises(OSError, match="No space left"):
-        other.save(folder)
+        other.save(folder, overwrite=True)
     monkeypatch.undo()
     assert _listing(tmp_path) == before  # same files, same bytes, no temporary folder
     assert pixlab.load_model(folder).class_names == CLASSES

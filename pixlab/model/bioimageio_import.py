@@ -290,9 +290,14 @@ class BioimageioModel(Model):
         return BioimageioModel(copy.deepcopy(self.network), self.class_names, self.colours, self.channel_names,
                                copy.deepcopy(self.norm_stats), self.config, [], copy.deepcopy(self.metadata))
 
-    def save(self, directory) -> None:
-        """Copy the package into ``directory`` (with the chosen settings); ``pixlab.load_model`` reads it."""
+    def save(self, directory, overwrite: bool = False) -> None:
+        """Copy the package into ``directory`` (with the chosen settings); ``pixlab.load_model`` reads it.
+
+        An existing ``directory`` raises FileExistsError unless ``overwrite=True``."""
         from pixlab._atomic import atomic_dir
+        from pixlab.model.folder import check_new_folder
+
+        check_new_folder(directory, overwrite)
 
         src = Path(self.package)
         s = self.metadata["bioimageio"]

@@ -15,7 +15,7 @@ import json
 import platform
 from pathlib import Path
 
-__all__ = ["save_model", "read_metadata", "BUNDLE_VERSION", "WEIGHTS", "METADATA", "versions"]
+__all__ = ["save_model", "check_new_folder", "read_metadata", "BUNDLE_VERSION", "WEIGHTS", "METADATA", "versions"]
 
 BUNDLE_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -40,16 +40,31 @@ def _state_dict_tensors(network) -> dict:
     return {k: v.detach().cpu().contiguous().clone() for k, v in network.state_dict().items()}
 
 
-def save_model(model, directory) -> None:
-    """Write ``model`` to ``directory`` (replaced atomically if it exists).
+def check_new_folder(directory, overwrite: bool) -> Path:
+    """Refuse to replace an existing model folder unless ``overwrite``: the rule of every model writer
+    (``Model.save``, ``pixlab train``), like ``predict_file`` for its outputs."""
+    d = Path(directory)
+    if d.exists() and not overwrite:
+        raise FileExistsError(f"model folder '{d}' exists; pass overwrite=True to replace it, or choose "
+                              f"another folder")
+    return d
+
+
+def save_model(model, directory, overwrite: bool = False) -> None:
+    """Write ``model`` to ``directory``.
 
     Parameters
     ----------
     model : pixlab.Model
     directory : str or PathLike
+    overwrite : bool
+        Replace an existing folder (atomically: a reader sees the old bundle or the new one); without
+        it an existing folder raises FileExistsError.
     """
     from safetensors.torch import save_file
     from pixlab._atomic import atomic_dir
+
+    check_new_folder(directory, overwrite)
 
     meta = {
         "format": "pixlab-model",
@@ -112,7 +127,34 @@ def read_metadata(directory) -> dict:
     if int(meta.get("bundle_version", 0)) > BUNDLE_VERSION:
         raise ValueError(f"model '{d}' was saved by a newer pixlab (bundle version {meta['bundle_version']}, "
                          f"this one reads up to {BUNDLE_VERSION}); upgrade pixlab")
+    _check_fields(meta, p)
     return meta
+
+
+#: What loading needs from metadata.json: key -> JSON type (and, for normalisation, its keys).
+REQUIRED = {"class_names": list, "colours": list, "channel_names": list, "normalization": dict, "config": dict}
+NORMALIZATION_KEYS = ("method", "per_channel", "offset", "scale", "clip")
+
+
+def _check_fields(meta: dict, path: Path) -> None:
+    """A missing or mistyped field would fail later as a bare KeyError: name it, and who wrote the file."""
+    who = (meta.get("versions") or {}).get("pixlab") if isinstance(meta.get("versions"), dict) else None
+    wrote = f"written by pixlab {who}" if who else "written by an unknown pixlab version"
+
+    def bad(what):
+        return ValueError(f"'{path}' {what} ({wrote}); the bundle is incomplete or was edited: save the model "
+                          f"again with model.save(folder)")
+
+    for key, kind in REQUIRED.items():
+        if key not in meta:
+            raise bad(f"has no '{key}'")
+        if not isinstance(meta[key], kind):
+            raise bad(f"has '{key}' of type {type(meta[key]).__name__}, not a JSON {'list' if kind is list else 'object'}")
+    missing = [k for k in NORMALIZATION_KEYS if k not in meta["normalization"]]
+    if missing:
+        raise bad(f"has no '{missing[0]}' in 'normalization'")
+    if not meta["class_names"] or not meta["channel_names"]:
+        raise bad(f"has an empty '{'class_names' if not meta['class_names'] else 'channel_names'}'")
 
 
 def _inside(d: Path, name: str) -> Path:

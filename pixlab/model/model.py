@@ -195,13 +195,14 @@ class Model:
         return write(self, out, format, **options)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory) -> None:
+    def save(self, directory, overwrite: bool = False) -> None:
         """Write the bundle (model.safetensors + metadata.json) into ``directory`` atomically.
 
-        Read it back with :func:`pixlab.load_model` (:mod:`pixlab.model.bundle`, the one loader).
+        An existing ``directory`` raises FileExistsError unless ``overwrite=True`` (then it is
+        replaced atomically). Read it back with :func:`pixlab.load_model` (:mod:`pixlab.model.bundle`, the one loader).
         """
         from pixlab.model.folder import save_model
-        save_model(self, directory)
+        save_model(self, directory, overwrite)
 
     def copy(self) -> "Model":
         """A deep copy (network included)."""

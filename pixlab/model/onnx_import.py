@@ -140,15 +140,20 @@ class OnnxModel(Model):
         return OnnxModel(copy.deepcopy(self.network), self.class_names, self.colours, self.channel_names,
                          copy.deepcopy(self.norm_stats), self.config, [], copy.deepcopy(self.metadata))
 
-    def save(self, directory) -> None:
+    def save(self, directory, overwrite: bool = False) -> None:
         """Write ``model.onnx`` and ``onnx_model.json`` into ``directory`` (replaced atomically).
 
         Parameters
         ----------
         directory : str or PathLike
             Folder to write; reload it with ``import_onnx(directory)``.
+        overwrite : bool
+            Replace an existing folder; otherwise it raises FileExistsError.
         """
         from pixlab._atomic import atomic_dir
+        from pixlab.model.folder import check_new_folder
+
+        check_new_folder(directory, overwrite)
 
         source = Path(self.network.path)
         if not source.is_file():

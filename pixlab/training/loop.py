@@ -170,7 +170,7 @@ def _checkpoint(run: Run, epoch: int, stopped: bool, improved: bool) -> None:
         save_checkpoint(Path(run.checkpoint_dir) / "last", run.net, run.opt, run.sched, epoch + 1, run.history,
                         run.best, run.sampler.rng.bit_generator.state, run.cfg, run.ema)
     if improved:
-        run.make_model(run.best["state"]).save(Path(run.checkpoint_dir) / "best")
+        run.make_model(run.best["state"]).save(Path(run.checkpoint_dir) / "best", overwrite=True)
 
 
 def run_epochs(run: Run, bar=None) -> str:

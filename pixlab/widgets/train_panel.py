@@ -216,7 +216,7 @@ class TrainPanel(widgets.VBox):
             self.warnings = list(dict.fromkeys(str(w.message) for w in caught))
             out = self.output_dir.value.strip()
             if out:
-                model.save(Path(out))
+                model.save(Path(out), overwrite=True)  # the panel's output folder, retrained in place
             self.model = model
             if self.annotator is not None:
                 self.annotator.set_model(model)

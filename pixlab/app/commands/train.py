@@ -175,7 +175,7 @@ def run(args) -> int:
                       resume=args.resume or run_cfg.get("resume"),
                       init_from=args.init_from or run_cfg.get("init_from"), progress=rank == 0)
         if rank == 0:  # every rank holds the same weights; one writes them
-            model.save(out)
+            model.save(out, overwrite=True)  # an existing folder was refused above without --overwrite
             best = model.metadata.get("best_epoch")
             h = model.history[best] if best is not None and best < len(model.history) else {}
             check = model.metadata.get("quality_check") or {}
