@@ -262,6 +262,20 @@ class ObjectOutputs:
                                    **options)
         self._stack = ExitStack()
 
+    @classmethod
+    def for_prediction(cls, targets, model, img, work, downsample, options) -> "ObjectOutputs":
+        """The objects of ``predict_file``: ``targets`` by format, ``work`` the image at the model's resolution."""
+        self = cls(targets.get("geojson"), targets.get("objects"), model.class_names, model.colours,
+                   options["object_type"], img.name, work.shape[2], work.channel_names, downsample=downsample,
+                   pixel_size=img.pixel_size, **options["tracer"])
+        self._work = work
+        return self
+
+    def add_rows(self, rows, labels_out: bool) -> None:
+        """A :class:`pixlab.inference.blend.FinishedRows` band; the image band is read for intensities."""
+        labels = rows.out[0] if labels_out else rows.labels
+        self.add(labels, rows.confidence, self._work.read((rows.y0, rows.y1, 0, self._work.shape[2])))
+
     def _write(self, batch):
         for f in self._files:
             f.add(batch)

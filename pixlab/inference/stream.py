@@ -345,12 +345,8 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
         found = None
         if traced:
             from pixlab.inference.outputs import ObjectOutputs
-            found = stack.enter_context(ObjectOutputs(
-                targets.get("geojson"), targets.get("objects"), model.class_names, model.colours,
-                object_opts["object_type"], img.name, width, work.channel_names, downsample=ds,
-                pixel_size=img.pixel_size, **object_opts["tracer"]))
-            consume.extra.append(lambda rows: found.add(rows.out[0] if labels_out else rows.labels, rows.confidence,
-                                                        work.read((rows.y0, rows.y1, 0, width))))
+            found = stack.enter_context(ObjectOutputs.for_prediction(targets, model, img, work, ds, object_opts))
+            consume.extra.append(lambda rows: found.add_rows(rows, labels_out))
         if boxes:
             with BackgroundSink(consume) as sink:
                 run_tiles(reader, boxes, (height, width), tile, bs, stats, engine.logits, blender, sink.put,
