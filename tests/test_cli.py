@@ -26,7 +26,11 @@ def test_train_command_writes_a_loadable_bundle(tmp_path, capsys):
     assert main(args) == 0
     model = pixlab.load_model(tmp_path / "model")
     assert model.class_names == ["bg", "nuclei"] and model.channel_names == ["DAPI", "Membrane"]
-    assert "saved" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "saved" in out and "(best epoch 1 of 1," in out  # people count epochs from 1
+    assert main(["info", str(tmp_path / "model")]) == 0
+    assert '"best_epoch": "1 of 1"' in capsys.readouterr().out
+    assert model.metadata["best_epoch"] == 0  # stored: the 0-based index into history
     assert main(args) == 2  # exists -> refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
 
@@ -59,3 +63,10 @@ def test_info_describes_an_image(tmp_path, capsys):
     assert main(["info", str(img)]) == 0
     out = capsys.readouterr().out
     assert '"DAPI"' in out and "[\n    2,\n    64,\n    64\n  ]" in out
+
+
+def test_run_help_states_the_notebooks_default_that_find_notebooks_uses(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: ./notebooks if it exists, else the notebooks/ folder of the source checkout" in text

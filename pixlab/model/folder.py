@@ -7,6 +7,10 @@ Turning a folder back into a model is :mod:`pixlab.model.bundle` (the one loader
 
 No pickle anywhere: weights are safetensors, metadata is JSON, and loading never follows a path
 outside the bundle folder.
+
+Epochs: ``best_epoch`` in the metadata (and ``Model.summary()``, ``history[i]["epoch"]``) is the
+0-based index into ``history``; text for people counts from 1 (:func:`epoch_text`: "epoch 3 of 5"),
+as the notebooks, the training panel, ``pixlab train`` and ``pixlab info`` do.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import platform
 from pathlib import Path
 
-__all__ = ["save_model", "check_new_folder", "read_metadata", "BUNDLE_VERSION", "WEIGHTS", "METADATA", "versions"]
+__all__ = ["save_model", "check_new_folder", "epoch_text", "read_metadata", "BUNDLE_VERSION", "WEIGHTS", "METADATA", "versions"]
 
 BUNDLE_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -38,6 +42,11 @@ def versions() -> dict:
 def _state_dict_tensors(network) -> dict:
     # safetensors refuses shared/non-contiguous storage; clone makes every tensor standalone.
     return {k: v.detach().cpu().contiguous().clone() for k, v in network.state_dict().items()}
+
+
+def epoch_text(index, n_epochs) -> str | None:
+    """The 0-based epoch ``index`` as people count it: ``epoch_text(2, 5) == "3 of 5"`` (None stays None)."""
+    return None if index is None else f"{int(index) + 1} of {int(n_epochs)}"
 
 
 def check_new_folder(directory, overwrite: bool) -> Path:

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="reuse a run folder made by another pixlab version or by hand (its outputs are "
                         "removed, labels/ is kept)")
-    p.add_argument("--notebooks", metavar="DIR", help="folder of NN_name.ipynb notebooks (default ./notebooks)")
+    p.add_argument("--notebooks", metavar="DIR", help="folder of NN_name.ipynb notebooks (default: ./notebooks if it exists, else the "
+                        "notebooks/ folder of the source checkout pixlab is installed from)")
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
     p.add_argument("--kernel", metavar="NAME", help="Jupyter kernel (default: the notebooks' python3, i.e. this Python)")
     p.add_argument("--progress", action="store_true", help="show a progress bar per cell")

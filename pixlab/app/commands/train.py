@@ -179,7 +179,9 @@ def run(args) -> int:
             best = model.metadata.get("best_epoch")
             h = model.history[best] if best is not None and best < len(model.history) else {}
             check = model.metadata.get("quality_check") or {}
-            print(f"saved {out} (best epoch {best}, val mIoU {h.get('val_miou', float('nan')):.3f}, "
+            from pixlab.model.folder import epoch_text
+            best_text = epoch_text(best, len(model.history))
+            print(f"saved {out} (best epoch {best_text}, val mIoU {h.get('val_miou', float('nan')):.3f}, "
                   f"stopped: {model.metadata.get('stop_reason')}"
                   + (f", {world} processes" if world > 1 else "")
                   + (f"; quality check: {check['status']}" if check.get("status") else "") + ")")
