@@ -188,3 +188,14 @@ def test_help_says_each_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: the model's)" in text and "(default: None)" not in text
     assert "(default: the model's) (default" not in text
+
+
+def test_warnings_read_as_pixlabs_own_lines(model_dir, tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((2, 64, 64), np.uint16), photometric="minisblack")
+    r = subprocess.run([sys.executable, "-m", "pixlab", "predict", "--model", str(model_dir), "--input",
+                        str(tmp_path / "plain.tif"), "--output", str(tmp_path / "o.ome.tif"), "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "by position" in line]
+    assert len(lines) == 1 and lines[0].startswith("pixlab: warning: image 'plain' has 2 channel(s)"), r.stderr
+    assert ".py:" not in r.stderr  # no library file path
