@@ -65,7 +65,6 @@ def save_checkpoint(folder, net, opt, sched, epoch: int, history: list, best: di
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous().clone() for k, v in ema.state_dict().items()})
     opt_t, opt_s = _flatten_optimizer(opt)
     tensors.update(opt_t)
-    tensors["torch_rng"] = torch.get_rng_state()
     sched_state = sched.state_dict() if sched is not None else None
     meta = {"format": "pixlab-checkpoint", "epoch": epoch, "history": history,
             "best": {"score": best.get("score"), "epoch": best.get("epoch")},
@@ -181,7 +180,6 @@ def load_checkpoint(folder, net, opt, sched, ema=None) -> dict:
     opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     if sched is not None and meta.get("scheduler") is not None:
         sched.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["torch_rng"])
     best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     best = {**meta["best"], "state": best_state}
     return {"epoch": meta["epoch"], "history": meta["history"], "best": best,

@@ -20,6 +20,7 @@ from pixlab.training.augmentation import collate
 from pixlab.training.distributed import all_reduce, broadcast_buffers
 from pixlab.training.losses import confusion, miou_from_confusion, sparse_loss
 from pixlab.training.sampling import Prefetcher
+from pixlab.training.seeding import seeded, step_seed
 
 __all__ = ["Run", "run_epochs", "validate", "epoch_score"]
 
@@ -143,7 +144,9 @@ def _train_epoch(run: Run, epoch: int):
     losses, reason = [], None
     try:
         for b, (x, y, p) in enumerate(pf):
-            losses.append(_step(run, x, y, p))
+            # dropout/drop-path draw from torch's global RNG: seeded per step, restored after
+            with seeded(step_seed(cfg.seed, epoch, b, run.rank), run.device):
+                losses.append(_step(run, x, y, p))
             elapsed = run.elapsed()
             ok = run.emit({"event": "batch", "epoch": epoch, "batch": b, "train_loss": losses[-1],
                            "lr": run.opt.param_groups[0]["lr"], "elapsed_s": elapsed})

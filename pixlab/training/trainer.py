@@ -12,6 +12,7 @@ and checkpoints; this module builds a run from a :class:`~pixlab.TrainConfig` an
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -29,22 +30,12 @@ from pixlab.training.losses import class_weight_tensor, miou_from_confusion, spa
 from pixlab.training.samples import (IN_MEMORY_PIXELS, Sample, add_pseudo_labels, build_samples, downsample_labels,
                                      fingerprint, intensity_stats, prepare_samples, split_strokes)
 from pixlab.training.sampling import Prefetcher, TileSampler
+from pixlab.training.seeding import cpu_threads, seeded
 
 __all__ = ["train", "prepare_samples", "Sample", "split_strokes"]
 
 # Names other modules and benches imported from here before the split.
 _downsample_labels, _fingerprint, _collate, _Prefetcher = downsample_labels, fingerprint, collate, Prefetcher
-
-
-def _seed_everything(seed: int, device: str):
-    import random
-    import torch
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-    if device == "cpu":
-        # Deterministic kernels so the same seed gives the same weights on a CPU.
-        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _make_optimizer(net, cfg, params_groups):
@@ -208,16 +199,12 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     device = cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"TrainConfig.device={device!r} but no CUDA GPU is available; use device='auto' or 'cpu'")
-    _seed_everything(cfg.seed, device)
     t_start = time.monotonic()
-    threads_before = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(cfg.num_threads or _default_threads(cfg))
-    try:
+    # CPU threads: the one process-wide setting, shared by concurrent runs (pixlab.training.seeding)
+    threads = cpu_threads(cfg.num_threads or _default_threads(cfg)) if device == "cpu" else contextlib.nullcontext()
+    with threads:
         return _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, checkpoint_dir, resume,
                       init_from, progress, device, t_start, resolution)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, checkpoint_dir, resume, init_from,
@@ -248,7 +235,8 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         add_pseudo_labels(samples_, K, cfg)
 
     channel_names = images[0].channel_names
-    net, weights_source = _build_network(cfg, channel_names, class_names, init_from)
+    with seeded(cfg.seed):  # initial weights from the run's seed, not from torch's global RNG
+        net, weights_source = _build_network(cfg, channel_names, class_names, init_from)
     freeze_info = freeze(net, cfg.freeze_blocks)
     net.to(device)
     fwd, rank, world = _parallel(net, device)
