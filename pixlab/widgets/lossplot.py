@@ -24,6 +24,8 @@ import time
 import ipywidgets as widgets
 from jupyter_bokeh import BokehModel
 
+from pixlab.widgets.kernel_loop import call_in_kernel
+
 __all__ = ["LossPlot", "EchoSafeBokehModel", "ensure_bokehjs"]
 
 _BOKEHJS_LOADED = False
@@ -168,7 +170,8 @@ class LossPlot(widgets.VBox):
         self._queue.put(dict(event))
         kind = event.get("event")
         if kind in ("start", "epoch", "end") or time.monotonic() - self._last_flush >= self.flush_interval:
-            self.flush()
+            self._last_flush = time.monotonic()  # one pending flush per interval
+            call_in_kernel(self.flush)  # Bokeh streams from the kernel's IO loop, not this thread
 
     callback = __call__
 

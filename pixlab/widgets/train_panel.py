@@ -5,12 +5,13 @@ from __future__ import annotations
 import html
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import ipywidgets as widgets
 
+from pixlab.widgets.kernel_loop import call_in_kernel
 from pixlab.widgets.lossplot import LossPlot, ensure_bokehjs
+from pixlab.widgets.thread_warnings import collect_warnings
 
 __all__ = ["TrainPanel"]
 
@@ -206,14 +207,13 @@ class TrainPanel(widgets.VBox):
         from pixlab.training.trainer import train
 
         try:
-            # catch_warnings is process-wide; while training runs, warnings land in the message area
-            # (e.g. "class 'x' has 4 strokes") instead of as stderr noise under the widget.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            # This thread's warnings land in the message area (e.g. "class 'x' has 4 strokes") instead
+            # of as stderr noise under the widget; other threads' warnings are untouched.
+            with collect_warnings() as caught:
                 model = train(samples, cfg, class_names=names, colours=colours,
-                              callbacks=[self._on_event, self.plot], cancel=self._cancel,
-                              checkpoint_dir=self.checkpoint_dir, progress=False)
-            self.warnings = list(dict.fromkeys(str(w.message) for w in caught))
+                              callbacks=[lambda ev: call_in_kernel(self._on_event, ev), self.plot],
+                              cancel=self._cancel, checkpoint_dir=self.checkpoint_dir, progress=False)
+            self.warnings = list(dict.fromkeys(str(w) for w in caught))
             out = self.output_dir.value.strip()
             if out:
                 model.save(Path(out), overwrite=True)  # the panel's output folder, retrained in place
