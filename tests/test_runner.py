@@ -328,3 +328,18 @@ def test_find_notebooks_falls_back_to_the_repository_folder(tmp_path, monkeypatc
     found = runner.find_notebooks()
     assert found and found[0].name == "01_annotate.ipynb"
     assert found[0].parent == Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_relative_run_dirs_resolve_from_one_root(tmp_path, monkeypatch):
+    # `make lab` runs notebooks with notebooks/ as working directory: runs/demo is still <repo>/runs/demo
+    from pathlib import Path
+    from pixlab.app.project import Project, project_root
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("PIXLAB_ROOT", raising=False)
+    monkeypatch.chdir(repo / "notebooks")
+    assert project_root() == repo and Project("runs/demo").root == repo / "runs" / "demo"
+    monkeypatch.setenv("PIXLAB_ROOT", str(tmp_path))
+    assert Project("runs/demo").root == tmp_path / "runs" / "demo"
+    monkeypatch.delenv("PIXLAB_ROOT")
+    monkeypatch.chdir(tmp_path)                         # outside any pixlab checkout: the working directory
+    assert Project("x").root == tmp_path / "x" and Project(tmp_path / "abs").root == tmp_path / "abs"

@@ -15,7 +15,29 @@ from pathlib import Path
 from pixlab._atomic import atomic_path
 from pixlab.app.project_inputs import SAMPLE_IHC, InputsMixin, _read_json, _write_json  # noqa: F401
 
-__all__ = ["Project", "RUN_FORMAT", "RUN_FORMAT_VERSION", "SAMPLE_IHC"]
+__all__ = ["Project", "RUN_FORMAT", "RUN_FORMAT_VERSION", "SAMPLE_IHC", "project_root"]
+
+
+def project_root(start=None) -> Path:
+    """The one folder relative project paths (``run_dir="runs/demo"``) are resolved against.
+
+    ``$PIXLAB_ROOT`` when set; else the nearest folder at or above ``start`` (default: the current
+    directory) holding pixlab's ``pyproject.toml`` (the repository root, also when JupyterLab runs a
+    notebook with ``notebooks/`` as its working directory); else ``start`` itself.
+    """
+    import os
+    env = os.environ.get("PIXLAB_ROOT", "").strip()
+    if env:
+        return Path(env).expanduser().absolute()
+    here = Path(start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        toml = folder / "pyproject.toml"
+        try:
+            if toml.is_file() and 'name = "pixlab"' in toml.read_text(encoding="utf-8", errors="replace"):
+                return folder
+        except OSError:
+            continue
+    return here
 
 RUN_FORMAT = "pixlab-run"
 RUN_FORMAT_VERSION = 1
@@ -45,9 +67,10 @@ class Project(InputsMixin):
     Parameters
     ----------
     run_dir : str or PathLike
-        The project folder (created when something is written). A relative path is relative to the
-        current working directory: the repository root for ``pixlab run``, the ``notebooks/`` folder
-        for a notebook opened in JupyterLab.
+        The project folder (created when something is written). A relative path is relative to :func:`project_root`
+        (``$PIXLAB_ROOT``, else the repository root found from the working directory, else the working
+        directory), so ``runs/demo`` is one folder for ``pixlab run`` and for a notebook that JupyterLab
+        runs in ``notebooks/``.
     check_version : bool
         Refuse a folder written by an incompatible pixlab (see :meth:`check_version`).
 
@@ -66,7 +89,8 @@ class Project(InputsMixin):
     def __init__(self, run_dir, *, check_version: bool = True):
         if run_dir is None or str(run_dir).strip() == "":
             raise ValueError("run_dir is empty; give the project folder, e.g. run_dir='runs/demo'")
-        self.root = Path(run_dir).expanduser().absolute()
+        path = Path(run_dir).expanduser()
+        self.root = path if path.is_absolute() else project_root() / path
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"run_dir '{self.root}' is a file; give a folder, e.g. runs/demo")
         if check_version:
