@@ -40,7 +40,7 @@ def _f(default, help: str, group: str, choices=None, min=None, max=None, **kw):
 
 HISTO_WEIGHTS = ("imagenet", "lunit-swav", "lunit-barlow", "kather100k", "tcga-brca-simclr")
 ARCH_CHOICES = ("auto", "unet", "unetplusplus", "deeplabv3plus", "deeplabv3", "fpn", "linknet", "pspnet",
-                "manet", "pan", "upernet", "segformer", "tiny_unet")
+                "manet", "upernet", "segformer", "tiny_unet")
 
 
 @dataclass
@@ -150,9 +150,9 @@ class TrainConfig:
                 _encoder_key(self.encoder)
             except ValueError as e:  # the message lists the recommended and valid names
                 raise ValueError(f"TrainConfig.encoder={self.encoder!r}: {e}") from None
-        if self.tile_size != AUTO and self.tile_size % 32:
-            lo, hi = self.tile_size // 32 * 32, (self.tile_size // 32 + 1) * 32
-            raise ValueError(f"TrainConfig.tile_size={self.tile_size} is not divisible by 32 (the encoder halves it 5 times); use {max(lo, 32)} or {hi}")
+        if self.tile_size != AUTO:
+            from pixlab.nn.tile_size import check_tile_size
+            self.tile_size = check_tile_size(self.tile_size, "TrainConfig.tile_size")  # the rule prediction uses too
         if self.normalization == "fixed_range":
             fr = self.fixed_range
             if fr is None or len(fr) != 2 or not float(fr[0]) < float(fr[1]):
