@@ -132,3 +132,12 @@ def test_environment_yml_lists_every_dependency_of_pyproject():
         assert rename.get(name, name) in conda, f"{name} (pyproject) is missing from environment.yml"
     assert any(d.startswith("python=3.11") for d in env["dependencies"] if isinstance(d, str))
     assert pip[-1] == "-e .[lab]"
+
+
+def test_diagnostics_notebook_says_it_has_no_model_instead_of_training_one(tmp_path):
+    import papermill
+    with pytest.raises(papermill.PapermillExecutionError, match="no model in .*run notebook 02"):
+        papermill.execute_notebook(str(NOTEBOOKS / "03_diagnostics.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"run_dir": str(tmp_path / "empty"), "interactive": False},
+                                   progress_bar=False, cwd=str(NOTEBOOKS))
+    assert not (tmp_path / "empty" / "model").exists()
