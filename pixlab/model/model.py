@@ -50,7 +50,8 @@ class Model:
         self.colours = [list(map(int, c)) for c in colours]
         self.channel_names = list(channel_names)
         self.norm_stats = norm_stats
-        self.config = config
+        # A model describes what was trained: 'auto' fields (a config built by hand) are made concrete.
+        self.config = config.resolved() if hasattr(config, "resolution") and config.resolution() else config
         self.history = list(history or [])
         self.metadata = dict(metadata or {})
         self.network.eval()
