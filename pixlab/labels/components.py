@@ -89,8 +89,9 @@ def store_components(store) -> StoreComponents:
         offsets[key] = total
         glob = np.where(cc > 0, cc.astype(np.int64) + total, 0)
         # Keep only the four edges (labels and values) to join with the neighbours.
-        edges[key] = {"top": (glob[0], arr[0]), "bottom": (glob[-1], arr[-1]),
-                      "left": (glob[:, 0], arr[:, 0]), "right": (glob[:, -1], arr[:, -1])}
+        # Copies: views would keep every chunk's whole int64 map alive (2 MB per 512 px chunk).
+        edges[key] = {"top": (glob[0].copy(), arr[0].copy()), "bottom": (glob[-1].copy(), arr[-1].copy()),
+                      "left": (glob[:, 0].copy(), arr[:, 0].copy()), "right": (glob[:, -1].copy(), arr[:, -1].copy())}
         cls = np.zeros(n, np.int64)
         flat_cc, flat_v = cc.ravel(), arr.ravel()
         nz = flat_cc > 0

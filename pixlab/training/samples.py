@@ -16,14 +16,19 @@ from typing import Sequence
 
 import numpy as np
 
-from pixlab.labels.classids import argmax_labels
+from pixlab.training.strokes import is_store, read_labels
 
 __all__ = ["Sample", "prepare_samples", "split_strokes", "downsample_labels", "fingerprint",
-           "build_samples", "add_pseudo_labels", "IN_MEMORY_PIXELS"]
+           "build_samples", "add_pseudo_labels", "label_stats", "IN_MEMORY_PIXELS"]
 
 # Images up to this many pixels (per channel) are normalized once and kept in memory for tile
-# sampling; larger ones (whole slides) are read tile by tile from the lazy array.
+# sampling; larger ones (whole slides) are read tile by tile from the lazy array, and their labels
+# stay a chunked LabelStore (a 100,000 x 80,000 slide's labels would be 8 GB as an array).
 IN_MEMORY_PIXELS = 64_000_000
+
+# Normalized image blocks of a lazy (whole-slide) sample kept in memory: tiles are drawn around the
+# same strokes again and again, so most reads hit this cache instead of decoding the file.
+_IMAGE_CACHE_BYTES = 192 * 2**20
 
 
 @dataclass
@@ -35,13 +40,54 @@ class Sample:
     train_labels: np.ndarray  # labels with validation strokes removed
     val_labels: np.ndarray    # only the validation strokes
     cache: np.ndarray | None = None   # normalized image when small enough
-    pseudo: np.ndarray | None = None  # (Y, X) uint8 pseudo-labels, 0 = none
+    pseudo: object | None = None      # (Y, X) uint8 pseudo-labels (array or LabelStore), 0 = none
+    # Regions (y0, y1, x0, x1) where untargeted tiles of a lazy image are drawn: around its strokes,
+    # so training never wanders over (and reads) the whole slide. None: anywhere (in-memory images).
+    context: list | None = None
+    stats: dict | None = None         # normalization statistics (what read() applies)
+    _context_p: object = None         # draw probabilities of the context regions (area)
+    _blocks: object = None            # OrderedDict of normalized image blocks (lazy images)
+    _block_bytes: int = 0
 
     def read(self, y0, y1, x0, x1, stats) -> np.ndarray:
-        from pixlab.image.normalize import apply
+        """Normalized ``(C, y1-y0, x1-x0)`` float32 pixels of the region."""
         if self.cache is not None:
             return self.cache[:, y0:y1, x0:x1]
-        return apply(self.image.read((y0, y1, x0, x1)), stats)
+        from pixlab.training.strokes import BLOCK
+        out = None
+        for by in range(y0 // BLOCK, -(-y1 // BLOCK)):
+            for bx in range(x0 // BLOCK, -(-x1 // BLOCK)):
+                blk = self._block(by, bx, stats)
+                if out is None:
+                    out = np.empty((blk.shape[0], y1 - y0, x1 - x0), np.float32)
+                sy0, sy1 = max(y0, by * BLOCK), min(y1, by * BLOCK + blk.shape[1])
+                sx0, sx1 = max(x0, bx * BLOCK), min(x1, bx * BLOCK + blk.shape[2])
+                out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = \
+                    blk[:, sy0 - by * BLOCK:sy1 - by * BLOCK, sx0 - bx * BLOCK:sx1 - bx * BLOCK]
+        return out
+
+    def _block(self, by, bx, stats) -> np.ndarray:
+        from collections import OrderedDict
+        from pixlab.image.normalize import apply
+        from pixlab.training.strokes import BLOCK
+        if self._blocks is None:
+            self._blocks = OrderedDict()
+        blk = self._blocks.get((by, bx))
+        if blk is not None:
+            self._blocks.move_to_end((by, bx))
+            return blk
+        _, H, W = self.image.shape
+        blk = apply(self.image.read((by * BLOCK, min(H, (by + 1) * BLOCK), bx * BLOCK, min(W, (bx + 1) * BLOCK))),
+                    stats)
+        if not np.isfinite(blk).all():
+            raise ValueError(f"image '{self.image.name}' contains NaN or infinite values near y={by * BLOCK}, "
+                             f"x={bx * BLOCK}; replace them (e.g. numpy.nan_to_num) before training")
+        self._blocks[(by, bx)] = blk
+        self._block_bytes += blk.nbytes
+        while self._block_bytes > _IMAGE_CACHE_BYTES and len(self._blocks) > 1:
+            _, old = self._blocks.popitem(last=False)
+            self._block_bytes -= old.nbytes
+        return blk
 
 
 def downsample_labels(labels: np.ndarray, factor: float) -> np.ndarray:
@@ -81,8 +127,52 @@ def downsample_labels(labels: np.ndarray, factor: float) -> np.ndarray:
 _downsample_labels = downsample_labels  # the name pixlab.analysis.diagnostics used before
 
 
+def _store_labels(lab, image_shape_yx, n_names: int | None, what: str):
+    """Check a label store against its image (shape, class ids); small stores become arrays."""
+    from pixlab.labels.store import LabelStore, as_label_store
+    if tuple(lab.shape) != tuple(image_shape_yx):
+        raise ValueError(f"{what} have shape {tuple(lab.shape)} but the image's level 0 is {tuple(image_shape_yx)} "
+                         f"(Y, X); paint the labels on this image or pass the matching image")
+    top = int(lab.max())
+    if n_names is not None and top > n_names:
+        raise ValueError(f"{what} contain class id {top} but only {n_names} class names were given; "
+                         f"add the class name or relabel")
+    if lab.size <= IN_MEMORY_PIXELS:
+        return np.asarray(lab.read()) if hasattr(lab, "read") else np.asarray(lab)
+    return lab if isinstance(lab, LabelStore) else as_label_store(lab)
+
+
+def _downsample_store(store, factor: float):
+    """A label store downsampled by block maximum, chunk by chunk (see :func:`downsample_labels`)."""
+    from pixlab.labels.store import LabelStore
+    f = int(round(factor))
+    if f <= 1:
+        return store
+    ny, nx = store.shape
+    out = LabelStore((-(-ny // f), -(-nx // f)), store.dtype)
+    for y0, y1, x0, x1 in store.painted_chunks():
+        # Align to the factor so blocks match the image-wide grid of downsample_labels.
+        y0, x0 = y0 // f * f, x0 // f * f
+        small = store.read_max((y0, y1, x0, x1), f)
+        region = (y0 // f, y0 // f + small.shape[0], x0 // f, x0 // f + small.shape[1])
+        out.write(region, np.maximum(out.read(region), small))
+    out.mark_clean()
+    return out
+
+
+def _present(lab) -> set:
+    if is_store(lab):
+        return set(np.flatnonzero(lab.bincount()).tolist())
+    return set(np.unique(lab).tolist())
+
+
 def prepare_samples(samples, cfg, class_names):
-    """Open images, select channels, downsample, validate labels. Returns (images, labels, names)."""
+    """Open images, select channels, downsample, validate labels. Returns (images, labels, names).
+
+    Labels of images larger than :data:`IN_MEMORY_PIXELS` may be a label store
+    (:class:`~pixlab.labels.store.LabelStore`, what :meth:`AnnotationSession.training_samples`
+    returns for a slide): they stay one, checked chunk by chunk; smaller ones become arrays.
+    """
     from pixlab.image.io import open_image
     from pixlab.labels.masks import load_labels, validate_labels
 
@@ -98,13 +188,23 @@ def prepare_samples(samples, cfg, class_names):
             img = img.select_channels(cfg.channels)
         if isinstance(lab, (str, Path)):
             lab = load_labels(lab)
-        lab = np.asarray(lab)
-        n_cls = len(class_names) if class_names is not None else max(int(np.nanmax(lab)) if lab.size else 0, 1)
-        names = class_names if class_names is not None else [f"class {k}" for k in range(1, n_cls + 1)]
-        lab = validate_labels(lab, img.shape[1:], names)
+        if is_store(lab):
+            lab = _store_labels(lab, img.shape[1:], None if class_names is None else len(class_names),
+                                f"labels of samples[{i}]")
+        if not is_store(lab):
+            lab = np.asarray(lab)
+            n_cls = len(class_names) if class_names is not None else max(int(np.nanmax(lab)) if lab.size else 0, 1)
+            names = class_names if class_names is not None else [f"class {k}" for k in range(1, n_cls + 1)]
+            lab = validate_labels(lab, img.shape[1:], names)
+            if lab.size > IN_MEMORY_PIXELS:  # a slide-sized array: train from its chunks
+                from pixlab.labels.store import as_label_store
+                lab = as_label_store(lab)
         if cfg.downsample > 1:
             img = img.downsampled(cfg.downsample)
-            lab = downsample_labels(lab, cfg.downsample)[: img.shape[1], : img.shape[2]]
+            if is_store(lab):
+                lab = _downsample_store(lab, cfg.downsample)
+            else:
+                lab = downsample_labels(lab, cfg.downsample)[: img.shape[1], : img.shape[2]]
         images.append(img)
         labels.append(lab)
     chans = {im.n_channels for im in images}
@@ -119,7 +219,7 @@ def prepare_samples(samples, cfg, class_names):
         raise ValueError(f"class_names={class_names} must name at least 2 classes (e.g. ['background', 'nuclei'])")
     present = set()
     for lab in labels:
-        present |= set(np.unique(lab).tolist())
+        present |= _present(lab)
     missing = [class_names[k - 1] for k in range(1, len(class_names) + 1) if k not in present]
     if missing:
         raise ValueError(f"class(es) {missing} have no labelled pixel in any training image; brush at least "
@@ -127,15 +227,34 @@ def prepare_samples(samples, cfg, class_names):
     return images, labels, class_names
 
 
+def label_stats(labels_list, class_names) -> list[dict]:
+    """Pixels and strokes per class over arrays and label stores (chunk by chunk for stores)."""
+    from pixlab.labels.components import store_stats
+    from pixlab.labels.masks import label_stats as array_stats
+    arrays = [lab for lab in labels_list if not is_store(lab)]
+    out = array_stats(arrays, class_names)
+    for lab in labels_list:
+        if is_store(lab):
+            for o, st in zip(out, store_stats(lab, class_names)):
+                o["pixels"] += st["pixels"]
+                o["strokes"] += st["strokes"]
+    return out
+
+
 def split_strokes(labels_list: Sequence[np.ndarray], n_classes: int, fraction: float, seed: int):
     """Hold out a fraction of the strokes (8-connected components) of each class for validation.
 
     Returns
     -------
-    train_list, val_list : lists of (Y, X) uint8 arrays
+    train_list, val_list : lists of (Y, X) uint8 arrays (label stores when any input is one)
     info : dict
         Stroke counts per class in each split.
     """
+    if any(is_store(lab) for lab in labels_list):
+        # Strokes of a slide are found chunk by chunk (no image-sized component map).
+        from pixlab.labels.components import split_store_strokes
+        from pixlab.labels.store import as_label_store
+        return split_store_strokes([as_label_store(lab) for lab in labels_list], n_classes, fraction, seed)
     from skimage.measure import label as cc_label
     rng = np.random.default_rng(seed)
     train_list = [lab.copy() for lab in labels_list]
@@ -171,13 +290,26 @@ def intensity_stats(images):
 
 
 def fingerprint(images, labels) -> str:
-    """A short hash of the training data (labels + a strided sample of each image)."""
+    """A short hash of the training data (labels + a strided sample of each image).
+
+    For a lazy whole slide with label store, the painted chunks and the coarsest pyramid level are
+    hashed (a strided read of level 0 would decode every tile of the slide).
+    """
     h = hashlib.sha256()
     for img, lab in zip(images, labels):
-        h.update(np.ascontiguousarray(lab).tobytes())
+        if is_store(lab):
+            h.update(str(tuple(lab.shape)).encode())
+            for region in lab.painted_chunks():
+                h.update(str(region).encode())
+                h.update(np.ascontiguousarray(lab.read(region)).tobytes())
+        else:
+            h.update(np.ascontiguousarray(lab).tobytes())
         h.update(str(img.shape).encode())
-        step = max(1, int(math.sqrt(img.shape[1] * img.shape[2] / 65536)))
-        h.update(np.ascontiguousarray(np.asarray(img.data[:, ::step, ::step])).tobytes())
+        data = img.data
+        if getattr(img, "is_lazy", False) and img.shape[1] * img.shape[2] > IN_MEMORY_PIXELS:
+            data = img.levels[-1]
+        step = max(1, int(math.sqrt(data.shape[1] * data.shape[2] / 65536)))
+        h.update(np.ascontiguousarray(np.asarray(data[:, ::step, ::step])).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -195,21 +327,8 @@ def build_samples(images, labels, train_l, val_l, stats) -> list[Sample]:
             if not np.isfinite(cache).all():
                 raise ValueError(f"image '{img.name}' contains NaN or infinite values; replace them "
                                  f"(e.g. numpy.nan_to_num) before training")
-        out.append(Sample(img, lab, tl, vl, cache))
+        out.append(Sample(img, lab, tl, vl, cache, stats=stats))
     return out
 
 
-def add_pseudo_labels(samples, n_classes, cfg) -> None:
-    """Random-forest pseudo-labels on confident unlabelled pixels (QUALITY-NOTES: +0.02-0.05 IoU)."""
-    from pixlab.training.forest import FeatureClassifier
-    for s in samples:
-        if s.cache is None or s.cache.shape[1] * s.cache.shape[2] > 4096 * 4096:
-            warnings.warn(f"image '{s.image.name}' is too large for random-forest pseudo-labels; training without them there")
-            continue
-        clf = FeatureClassifier(seed=cfg.seed, n_jobs=1)
-        clf.fit(s.cache, s.train_labels, n_classes=n_classes)
-        p = clf.predict_proba(s.cache)
-        conf = p.max(0)
-        lab = argmax_labels(p)
-        lab[conf < cfg.pseudo_threshold] = 0
-        s.pseudo = lab
+from pixlab.training.pseudo import add_pseudo_labels  # noqa: E402  (the name trainer.py imports from here)

@@ -72,18 +72,9 @@ def _default_threads(cfg) -> int:
     return n if cfg.recipe == "cpu_quick" else max(1, n - 1)
 
 
-def _patches_per_epoch(cfg, labels, tile: int) -> int:
-    """Default: enough tiles to cover the labelled bounding box once (at least 4 batches)."""
-    if cfg.patches_per_epoch:
-        return cfg.patches_per_epoch
-    from skimage.measure import regionprops
-    area = 0
-    for lab in labels:
-        props = regionprops((lab > 0).astype(np.uint8))
-        if props:
-            y0, x0, y1, x1 = props[0].bbox
-            area += (y1 - y0 + tile) * (x1 - x0 + tile)
-    return max(4 * cfg.batch_size, int(math.ceil(area / tile ** 2)))
+def _patches_per_epoch(cfg, sampler) -> int:
+    """Default: enough tiles to cover the labelled tiles once, 4 to 64 batches (TileSampler.patches_per_epoch)."""
+    return sampler.patches_per_epoch(cfg.patches_per_epoch, cfg.batch_size)
 
 
 def _build_network(cfg, channel_names, class_names, init_from):
@@ -210,7 +201,8 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
 def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, checkpoint_dir, resume, init_from,
            progress, device, t_start, resolution=()):
     import torch
-    from pixlab.labels.masks import annotation_warnings, default_colours, label_stats
+    from pixlab.labels.masks import annotation_warnings, default_colours
+    from pixlab.training.samples import label_stats
     from pixlab.image.resolution import training_pixel_size
     from pixlab.model.model import Model
     from pixlab.nn.networks import freeze
@@ -251,13 +243,18 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         ema = weight_average(net, cfg.ema_decay)
 
     tile = cfg.tile_size
-    n_patches = _patches_per_epoch(cfg, labels, tile)
-    steps = max(1, int(math.ceil(n_patches / cfg.batch_size)))
     # Each rank draws its own tiles (a distributed sampler over the random tile stream).
     sampler = TileSampler(samples_, stats, tile, K, cfg.stroke_focus, cfg.seed + 7919 * rank)
+    n_patches = _patches_per_epoch(cfg, sampler)
+    steps = max(1, int(math.ceil(n_patches / cfg.batch_size)))
+    val_tiles = sampler.validation_tiles()
+    if progress and rank == 0:
+        v = sampler.validation_info
+        print(f"validation: {v['tiles']} tiles of {v['tile_size']} px on {v['pieces_covered']} of "
+              f"{v['held_out_pieces']} held-out stroke pieces ({v['pixels_in_tiles']} of {v['held_out_pixels']} px)")
     use_amp = device.startswith("cuda") and cfg.amp
     run = Run(cfg=cfg, device=device, net=net, fwd=fwd, ema=ema, opt=opt, sched=_make_scheduler(opt, cfg, steps),
-              sampler=sampler, val_tiles=sampler.validation_tiles()[rank::world], augment=build_augmentation(cfg),
+              sampler=sampler, val_tiles=val_tiles[rank::world], augment=build_augmentation(cfg),
               class_weights=class_weight_tensor(cfg, class_names, device), steps=steps, n_classes=K,
               rank=rank, world=world, t_start=t_start, callbacks=tuple(callbacks), cancel=cancel,
               checkpoint_dir=checkpoint_dir, scaler=torch.amp.GradScaler("cuda") if use_amp else None)
@@ -275,6 +272,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         "inference_tile_size": tile if cfg.recipe == "standard" else max(tile, 512),
         "intensity_stats": intensity_stats(images),
         "train_images": [im.name for im in images], "patches_per_epoch": n_patches, "world_size": world,
+        "sampling": sampler.describe(), "validation": sampler.validation_info,
         # level-0 µm/px of the training images: prediction matches it (pixlab.image.resolution)
         "pixel_size_um": training_pixel_size(images, cfg.downsample),
     }
