@@ -130,14 +130,15 @@ def test_every_stroke_piece_is_drawn_in_turn():
     from pixlab.training.strokes import StrokeIndex
     labels = _strokes()
     ix = StrokeIndex([labels], 2, 64)
-    assert ix.n_pieces() == 12 and ix.n_pieces(1) == 6 and ix.n_pieces(2) == 6
+    # 12 strokes; one crossing a 512 px chunk border has a piece on each side.
+    assert ix.n_pieces() >= 12 and ix.n_pieces(1) >= 6 and ix.n_pieces(2) >= 6
     rng = np.random.default_rng(0)
     seen = set()
-    for _ in range(6):
+    for _ in range(ix.n_pieces(2)):
         i, y, x = ix.next_piece(2, rng)
         assert labels.read((y, y + 1, x, x + 1))[0, 0] == 2
         seen.add((y // 100, x // 1000))
-    assert len(seen) == 6, "six draws of class 2 visit its six strokes once each"
+    assert len(seen) == 6, "one cycle of class 2 pieces visits all six of its strokes"
     # Pixel-weighted draws land on labelled pixels of the class, without an index of every pixel.
     for _ in range(20):
         i, y, x = ix.pixel(1, rng)
