@@ -122,7 +122,7 @@ class OnnxModel(Model):
             return self
         if name != "onnxruntime":
             raise ValueError(f"backend must be 'eager' or 'onnxruntime', got {name!r}")
-        return _OrtBackend(self.infer_batch)
+        return _OrtBackend(self.network, self.infer_batch)
 
     def export_onnx(self, path, **kwargs) -> str:
         """Write the imported ONNX graph to ``path`` (a copy of the file: it is ONNX already, so the
@@ -169,10 +169,17 @@ class OnnxModel(Model):
 
 
 class _OrtBackend:
+    """The imported graph under the onnxruntime backend's interface (``logits``, ``infer_batch``)."""
+
     name = "onnxruntime"
 
-    def __init__(self, infer_batch):
-        self.infer_batch = infer_batch
+    def __init__(self, network, infer_batch):
+        self.network, self.infer_batch = network, infer_batch
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw graph output ``(B, K, H, W)`` float32 for normalised tiles (what the device pipeline calls)."""
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
 
 def _session(path: Path, providers):
