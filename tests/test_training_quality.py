@@ -79,7 +79,7 @@ def test_train_warns_and_records_when_the_network_collapses(fluo_sample, tiny_cf
 
 def test_a_trained_model_records_its_check_and_automatic_choices(fluo_sample, tiny_cfg, tmp_path):
     img, labels, truth, names = fluo_sample
-    cfg = tiny_cfg.replace(epochs=15, learning_rate=3e-3, batch_size="auto", ema_decay="auto")
+    cfg = tiny_cfg.replace(epochs=15, patches_per_epoch=32, learning_rate=3e-3, batch_size="auto", ema_decay="auto")
     model = pixlab.train([(img, labels)], cfg, class_names=names, progress=False)
     check = model.metadata["quality_check"]
     assert check["status"] == "ok", check

@@ -16,15 +16,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pixlab.training.recipes import AUTO, AUTO_FIELDS, STANDARD_CHOICES, format_resolution, quick_choices
+
 __all__ = ["TrainConfig", "PRESETS", "preset", "CONFIG_VERSION", "AUTO", "AUTO_FIELDS", "format_resolution", "field_info", "advise", "IMAGE_TYPES"]
 
 CONFIG_VERSION = 1
 
-AUTO = "auto"
-#: Fields whose default is "auto": the recipe chooses them (TrainConfig.resolved); a value the user
-#: sets is kept as it is, whatever it is (an explicit 512 is never replaced, even if 512 is the default).
-AUTO_FIELDS = ("architecture", "encoder", "tile_size", "batch_size", "learning_rate", "scheduler", "loss",
-               "early_stopping", "weight_average", "ema_decay", "pseudo_labels")
 
 # Group names shown as sections by the hyperparameter form.
 GROUPS = ("model", "training", "augmentation", "normalization", "advanced")
@@ -294,7 +291,7 @@ class TrainConfig:
                    ("a GPU" if device != "cpu" else "no time limit of 900 s or less") + ": the guide's settings")
         auto = {f: getattr(self, f) == AUTO for f in AUTO_FIELDS}
         if recipe == "cpu_quick":
-            for name, value, reason in _quick_choices(self, auto):
+            for name, value, reason in quick_choices(self, auto):
                 choose(name, value, reason)
         else:
             for name in AUTO_FIELDS:
@@ -307,56 +304,6 @@ class TrainConfig:
             if self.pretrained:
                 choose("pretrained", False, "tiny_unet has no published weights")
         return self.replace(**changes), notes
-
-
-#: What 'auto' becomes in the standard recipe: the guide's first training run.
-STANDARD_CHOICES: dict[str, Any] = dict(
-    architecture="unet", encoder="resnet34", tile_size=512, batch_size=8, learning_rate=1e-3,
-    scheduler="one_cycle", loss="ce_dice", early_stopping=True, weight_average="none", ema_decay=0.99,
-    pseudo_labels=False)
-
-
-def _quick_choices(cfg: TrainConfig, auto: dict) -> list[tuple[str, Any, str]]:
-    """The cpu_quick recipe's values for the fields left at 'auto', with the reason for each."""
-    out = []
-    if auto["architecture"]:
-        if auto["encoder"] or cfg.encoder == "none":
-            out.append(("architecture", "tiny_unet", "a 3-level UNet makes ~10x the optimizer steps of a "
-                        "resnet UNet in the same time (QUALITY-NOTES)"))
-        else:
-            out.append(("architecture", "unet", f"encoder={cfg.encoder!r} was set: a UNet on that encoder"))
-    tiny = (out[0][1] if out else cfg.architecture) == "tiny_unet"
-    if auto["encoder"] and not tiny:
-        out.append(("encoder", "resnet18", "the smallest ResNet: more steps in the time limit"))
-    if auto["tile_size"]:
-        out.append(("tile_size", 128, "128 px crops centred on strokes: more steps in the time limit"))
-    if auto["batch_size"]:
-        out.append(("batch_size", 8, "the guide's batch size"))
-    if auto["learning_rate"]:
-        out.append(("learning_rate", 3e-3 if tiny else 1e-3,
-                    "measured for tiny_unet (bench/quality)" if tiny else "the guide's rate for encoder networks"))
-    if auto["scheduler"]:
-        out.append(("scheduler", "none", "a constant rate: the run ends at the time limit, not at a planned epoch"))
-    if auto["loss"]:
-        out.append(("loss", "ce", "on sparse strokes Dice lowered the IoU (QUALITY-NOTES)"))
-    if auto["early_stopping"]:
-        out.append(("early_stopping", False, "the few held-out strokes saturate within a minute; the whole "
-                    "time budget is used"))
-    if auto["weight_average"]:
-        out.append(("weight_average", "ema", "the average of the weights swings less than the weights"))
-    if auto["ema_decay"]:
-        out.append(("ema_decay", 0.995, "averages ~200 steps (beat ~100 in bench/sparse_strokes.py)"))
-    if auto["pseudo_labels"]:
-        out.append(("pseudo_labels", True, "the random forest's confident pixels add signal between strokes"))
-    if cfg.patches_per_epoch is None:
-        out.append(("patches_per_epoch", 128, "longer epochs: validating after every 4 tiny steps cost a third "
-                    "of the time"))
-    return out
-
-
-def format_resolution(notes: list[dict]) -> str:
-    """The lines that training prints for :meth:`TrainConfig.resolution`."""
-    return "\n".join(f"  {n['field']}: {n['value']!r} -> {n['resolved']!r} ({n['reason']})" for n in notes)
 
 
 def field_info() -> list[dict]:
