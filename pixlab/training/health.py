@@ -26,26 +26,31 @@ import numpy as np
 __all__ = ["quality_check", "TrainingQualityWarning"]
 
 #: Pixels of the training images that the check predicts at most (windows around the strokes).
-MAX_CHECK_PIXELS = 4_000_000
+MAX_CHECK_PIXELS = 4_000_000  # whole images up to this; larger ones: 512 px windows on the strokes
 
 
 class TrainingQualityWarning(UserWarning):
     """The trained network collapsed, or is clearly worse than the random-forest preview."""
 
 
-def _windows(sample, max_pixels: int, size: int = 768):
+def _windows(sample, max_pixels: int, size: int = 512):
     """Regions of one training image that hold its strokes: the whole image when small enough."""
     _, Y, X = sample.image.shape
     if Y * X <= max_pixels:
         return [(0, Y, 0, X)]
     from scipy import ndimage
-    ys, xs = np.nonzero(sample.labels)
-    if not len(ys):
-        return []
+    from pixlab.labels.store import is_label_store
     # One window per cluster of strokes, by a coarse occupancy grid (never a full-size component map).
     g = size // 2
     occ = np.zeros((Y // g + 1, X // g + 1), bool)
-    occ[ys // g, xs // g] = True
+    labels = sample.labels
+    parts = ([(r, labels.read(r)) for r in labels.painted_chunks()] if is_label_store(labels)
+             else [((0, Y, 0, X), np.asarray(labels))])
+    for (y0, _, x0, _), lab in parts:
+        ys, xs = np.nonzero(lab)
+        occ[(ys + y0) // g, (xs + x0) // g] = True
+    if not occ.any():
+        return []
     lab, n = ndimage.label(occ)
     out = []
     for sl in ndimage.find_objects(lab)[: max(1, max_pixels // size ** 2)]:
@@ -54,6 +59,13 @@ def _windows(sample, max_pixels: int, size: int = 768):
         y0, x0 = max(0, min(Y - size, cy - size // 2)), max(0, min(X - size, cx - size // 2))
         out.append((y0, min(Y, y0 + size), x0, min(X, x0 + size)))
     return out
+
+
+def _region(labels, box) -> np.ndarray:
+    """A window of a label array or label store."""
+    from pixlab.labels.store import is_label_store
+    y0, y1, x0, x1 = box
+    return labels.read(box) if is_label_store(labels) else np.asarray(labels[y0:y1, x0:x1])
 
 
 def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray, K: int) -> float:
@@ -102,10 +114,12 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
             if budget <= 0:
                 break
             budget -= (y1 - y0) * (x1 - x0)
+            tr, va = _region(s.train_labels, (y0, y1, x0, x1)), _region(s.val_labels, (y0, y1, x0, x1))
+            if not tr.any():  # only held-out strokes here: no preview can be fitted in this window
+                continue
             raw = s.image.read((y0, y1, x0, x1))
             crop = Image(raw, channel_names=list(s.image.channel_names), name=s.image.name)
             net = model.predict_labels(crop)
-            tr, va = s.train_labels[y0:y1, x0:x1], s.val_labels[y0:y1, x0:x1]
             norm = s.read(y0, y1, x0, x1, model.norm_stats)
             rf = FeatureClassifier(seed=seed, n_jobs=1).fit(norm, tr, n_classes=K).predict(norm)
             pred_tr.append(net[tr > 0]); lab_tr.append(tr[tr > 0])
