@@ -37,7 +37,7 @@ def data():
     labels2 = strokes_from_mask(truth2, strokes_per_class=6, radius=2, length=(6, 12), seed=2)
     # A high learning rate makes the tiny net confident (max probability ~1) in two seconds, which the
     # label-mistake check (confidence >= 0.9) needs.
-    cfg = pixlab.TrainConfig(architecture="tiny_unet", pretrained=False, tile_size=64, epochs=6, batch_size=4,
+    cfg = pixlab.TrainConfig(architecture="tiny_unet", pretrained=False, tile_size=64, epochs=12, batch_size=4,
                              patches_per_epoch=16, learning_rate=1e-2, recipe="standard", device="cpu",
                              early_stopping=False, loss="ce", scheduler="none")
     with warnings.catch_warnings():
