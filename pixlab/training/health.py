@@ -39,14 +39,11 @@ def _windows(sample, max_pixels: int, size: int = 512):
     if Y * X <= max_pixels:
         return [(0, Y, 0, X)]
     from scipy import ndimage
-    from pixlab.labels.store import is_label_store
+    from pixlab.training.strokes import labelled_blocks
     # One window per cluster of strokes, by a coarse occupancy grid (never a full-size component map).
     g = size // 2
     occ = np.zeros((Y // g + 1, X // g + 1), bool)
-    labels = sample.labels
-    parts = ([(r, labels.read(r)) for r in labels.painted_chunks()] if is_label_store(labels)
-             else [((0, Y, 0, X), np.asarray(labels))])
-    for (y0, _, x0, _), lab in parts:
+    for (y0, _, x0, _), lab in labelled_blocks(sample.labels):
         ys, xs = np.nonzero(lab)
         occ[(ys + y0) // g, (xs + x0) // g] = True
     if not occ.any():
@@ -59,13 +56,6 @@ def _windows(sample, max_pixels: int, size: int = 512):
         y0, x0 = max(0, min(Y - size, cy - size // 2)), max(0, min(X - size, cx - size // 2))
         out.append((y0, min(Y, y0 + size), x0, min(X, x0 + size)))
     return out
-
-
-def _region(labels, box) -> np.ndarray:
-    """A window of a label array or label store."""
-    from pixlab.labels.store import is_label_store
-    y0, y1, x0, x1 = box
-    return labels.read(box) if is_label_store(labels) else np.asarray(labels[y0:y1, x0:x1])
 
 
 def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray, K: int) -> float:
@@ -103,6 +93,7 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
     """
     from pixlab.image.image import Image
     from pixlab.training.forest import FeatureClassifier
+    from pixlab.training.strokes import read_labels
 
     K = len(class_names)
     pred_tr, lab_tr, pred_val, lab_val, rf_val = [], [], [], [], []
@@ -114,7 +105,7 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
             if budget <= 0:
                 break
             budget -= (y1 - y0) * (x1 - x0)
-            tr, va = _region(s.train_labels, (y0, y1, x0, x1)), _region(s.val_labels, (y0, y1, x0, x1))
+            tr, va = read_labels(s.train_labels, y0, y1, x0, x1), read_labels(s.val_labels, y0, y1, x0, x1)
             if not tr.any():  # only held-out strokes here: no preview can be fitted in this window
                 continue
             raw = s.image.read((y0, y1, x0, x1))
