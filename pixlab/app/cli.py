@@ -40,6 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def say(line: str, *, finished: bool = False) -> None:
+    """Print one line of pixlab's own (a warning or an error) to stderr, on a line of its own.
+
+    A live tqdm bar ends in carriage-return text without a newline, so a plain print would be glued
+    after it; ``tqdm.write`` clears the bars, prints, and redraws them below.
+
+    Parameters
+    ----------
+    line : str
+        The text, without a trailing newline.
+    finished : bool
+        The command is over (an error or an interrupt): bars it left open (e.g. one held by the
+        traceback's frames) are closed first, so they are neither redrawn nor glued to the line.
+    """
+    from tqdm import tqdm
+
+    if finished:
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+    tqdm.write(line, file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    say(f"pixlab: warning: {message}")
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -50,18 +76,19 @@ def main(argv=None) -> int:
     if not args.debug:
         # Warnings are for the user of a command: one line each, without the source line that raised them.
         warnings.formatwarning = lambda message, category, *rest, **kw: f"pixlab: warning: {message}\n"
+        warnings.showwarning = _show_warning  # through tqdm: on its own line even while a bar is live
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("pixlab: interrupted", file=sys.stderr)
+        say("pixlab: interrupted", finished=True)
         return 130
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"pixlab: error: {e}", file=sys.stderr)
+        say(f"pixlab: error: {e}", finished=True)
         return 2
     except OSError as e:  # disk full, unreadable device, ...: still the user's environment
         if args.debug:
             raise
-        print(f"pixlab: error: {e.strerror or e} ({e.filename or ''})".rstrip(" ()"), file=sys.stderr)
+        say(f"pixlab: error: {e.strerror or e} ({e.filename or ''})".rstrip(" ()"), finished=True)
         return 2

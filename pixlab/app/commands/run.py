@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from pixlab.app.commands import HelpFormatter
 
 
@@ -61,7 +59,8 @@ def run(args) -> int:
                             kernel=args.kernel, progress=args.progress)
     except NotebookError as e:
         # A failing cell is not a crash of pixlab: one line, the kept notebook named, no traceback.
-        print(f"pixlab: error: {e}", file=sys.stderr)
+        from pixlab.app.cli import say
+        say(f"pixlab: error: {e}", finished=True)  # after the notebook runner's progress bar
         return 1
     print(f"done in {res.total_seconds:.0f} s: {res.run_dir}")
     from pixlab.app.runner import Project
