@@ -59,7 +59,7 @@ def _how(expected, example) -> str:
             f"--channels {','.join(map(str, example))})")
 
 
-def match_channels(img, expected, channels=None, *, target: str = "the model"):
+def match_channels(img, expected, channels=None, *, target: str = "the model", fix: str | None = None):
     """Return ``img`` with the channels ``expected``, in that order.
 
     Parameters
@@ -72,6 +72,9 @@ def match_channels(img, expected, channels=None, *, target: str = "the model"):
         or ``{expected name: image channel}``. Overrides matching by name.
     target : str
         What expects the channels, for messages.
+    fix : str, optional
+        How the caller's user resolves a mismatch, for messages; by default: choose the image
+        channels with ``channels=`` (or ``--channels``).
 
     Returns
     -------
@@ -98,13 +101,13 @@ def match_channels(img, expected, channels=None, *, target: str = "the model"):
             return img.select_channels(found)
         spare = [n for j, n in enumerate(names) if j not in found]  # a guess for the example only
         example = [names[i] if i is not None else (spare.pop(0) if spare else names[0]) for i in found]
-        raise ValueError(f"{have} but {want}: {missing} not found by name; {_how(expected, example)}")
+        raise ValueError(f"{have} but {want}: {missing} not found by name; {fix or _how(expected, example)}")
     if len(names) != len(expected):
         example = list(range(len(expected))) if len(expected) <= len(names) else [0] * len(expected)
-        raise ValueError(f"{have} but {want}; {_how(expected, example)}")
+        raise ValueError(f"{have} but {want}; {fix or _how(expected, example)}")
     warnings.warn(f"{have} and {want}: the names say nothing to match, so channels are used by position "
                   f"({', '.join(f'{n} as {e}' for n, e in zip(names, expected))}); if that is wrong, "
-                  f"{_how(expected, list(range(len(expected))))}", stacklevel=3)
+                  f"{fix or _how(expected, list(range(len(expected))))}", stacklevel=3)
     return img
 
 

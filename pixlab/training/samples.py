@@ -207,10 +207,7 @@ def prepare_samples(samples, cfg, class_names):
                 lab = downsample_labels(lab, cfg.downsample)[: img.shape[1], : img.shape[2]]
         images.append(img)
         labels.append(lab)
-    chans = {im.n_channels for im in images}
-    if len(chans) > 1:
-        raise ValueError(f"training images have different channel counts {[im.n_channels for im in images]}; "
-                         f"select the same channels in every image (TrainConfig.channels)")
+    images = match_training_channels(images)
     if class_names is None:
         n = max(int(lab.max()) for lab in labels)
         class_names = [f"class {k}" for k in range(1, max(n, 2) + 1)]
@@ -225,6 +222,43 @@ def prepare_samples(samples, cfg, class_names):
         raise ValueError(f"class(es) {missing} have no labelled pixel in any training image; brush at least "
                          f"one stroke of each class or remove it from class_names")
     return images, labels, class_names
+
+
+def match_training_channels(images: list) -> list:
+    """Give every training image the first one's channels, in its order.
+
+    Names are matched with the one rule of :func:`pixlab.image.channels.match_channels`: images
+    whose informative names come in another order are reordered (with a warning saying so); a
+    name another image lacks, or a different channel count, is an error.
+
+    Parameters
+    ----------
+    images : list of Image
+        The opened (channel-selected, downsampled) training images.
+
+    Returns
+    -------
+    list of Image
+        The images, each with the channels of ``images[0]``.
+    """
+    from pixlab.image.channels import match_channels
+
+    first = images[0]
+    counts = [im.n_channels for im in images]
+    fix = ("select the same channels in every image (TrainConfig.channels=[names], or "
+           "image.select_channels(...) per image)")
+    if len(set(counts)) > 1:  # a subset of a larger image would silently drop a channel it was labelled on
+        raise ValueError(f"training images have different channel counts {counts} "
+                         f"({', '.join(f'{im.name!r}: {im.channel_names}' for im in images)}); {fix}")
+    out = [first]
+    for im in images[1:]:
+        matched = match_channels(im, first.channel_names, target=f"training image '{first.name}'", fix=fix)
+        if matched is not im and matched.channel_names != im.channel_names:
+            warnings.warn(f"training image '{im.name}' has channels {im.channel_names} in another order than "
+                          f"'{first.name}' {first.channel_names}; they are reordered by name to match it",
+                          stacklevel=5)
+        out.append(matched)
+    return out
 
 
 def label_stats(labels_list, class_names) -> list[dict]:
