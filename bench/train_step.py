@@ -17,6 +17,51 @@ import warnings
 import numpy as np
 
 
+def setup(arch="unet", encoder="resnet18", tile=256, batch=8, device="cpu", image_size=1024):
+    """``(step, make_batch, net)``: pixlab's sampler + augmentation batches and an optimizer step on ``device``.
+
+    ``make_batch(b)`` builds a CPU batch (sampling around strokes, normalisation, augmentation);
+    ``step(x, y, p)`` moves it to ``device`` (a no-op when already there, as the training loop does)
+    and runs forward/backward/AdamW. Shared with ``bench/gpu_pipeline.py``.
+    """
+    import torch
+    import pixlab
+    from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
+    from pixlab.nn.networks import build_network
+    from pixlab.image.normalize import apply, compute_stats
+    from pixlab.training.augmentation import build_augmentation, collate as _collate
+    from pixlab.training.losses import sparse_loss
+    from pixlab.training.samples import Sample, split_strokes
+    from pixlab.training.sampling import TileSampler
+
+    torch.manual_seed(0)
+    cfg = pixlab.TrainConfig(architecture=arch, encoder=encoder, tile_size=tile, batch_size=batch,
+                             pretrained=False, color_jitter=True, device=str(device), loss="ce_dice")
+    img, truth = synthetic_fluorescence(shape=(image_size, image_size), n_channels=2,
+                                        n_nuclei=max(20, 200 * image_size**2 // 1024**2), seed=0)
+    labels = strokes_from_mask(truth, strokes_per_class=30, seed=0)
+    stats = compute_stats(img)
+    tr, va, _ = split_strokes([labels], 2, 0.2, 0)
+    sample = Sample(img, labels, tr[0], va[0], apply(img.read(), stats))
+    sampler = TileSampler([sample], stats, tile, 2, 0.5, 0)
+    augment = build_augmentation(cfg)
+    net = build_network(arch, encoder, 2, 2).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net.train()
+
+    def step(x, y, p):
+        x, y, p = x.to(device), y.to(device), p.to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = sparse_loss(net(x), y, p, cfg, None)
+        loss.backward()
+        opt.step()
+
+    def make_batch(b):
+        return _collate([sampler.draw() for _ in range(batch)], augment, b)
+
+    return step, make_batch, net
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="unet")
@@ -28,39 +73,9 @@ def main() -> None:
     warnings.simplefilter("ignore", UserWarning)
 
     import torch
-    import pixlab
-    from pixlab.datasets import strokes_from_mask, synthetic_fluorescence
-    from pixlab.nn.networks import build_network
-    from pixlab.image.normalize import apply, compute_stats
-    from pixlab.training.augmentation import build_augmentation, collate as _collate
-    from pixlab.training.losses import sparse_loss
-    from pixlab.training.samples import Sample, split_strokes
-    from pixlab.training.sampling import Prefetcher as _Prefetcher, TileSampler
+    from pixlab.training.sampling import Prefetcher as _Prefetcher
 
-    torch.manual_seed(0)
-    cfg = pixlab.TrainConfig(architecture=args.arch, encoder=args.encoder, tile_size=args.tile,
-                             batch_size=args.batch, pretrained=False, color_jitter=True, device="cpu",
-                             loss="ce_dice")
-    img, truth = synthetic_fluorescence(shape=(1024, 1024), n_channels=2, n_nuclei=200, seed=0)
-    labels = strokes_from_mask(truth, strokes_per_class=30, seed=0)
-    stats = compute_stats(img)
-    tr, va, _ = split_strokes([labels], 2, 0.2, 0)
-    sample = Sample(img, labels, tr[0], va[0], apply(img.read(), stats))
-    sampler = TileSampler([sample], stats, args.tile, 2, 0.5, 0)
-    augment = build_augmentation(cfg)
-    net = build_network(args.arch, args.encoder, 2, 2)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    net.train()
-
-    def step(x, y, p):
-        opt.zero_grad(set_to_none=True)
-        loss = sparse_loss(net(x), y, p, cfg, None)
-        loss.backward()
-        opt.step()
-
-    def make_batch(b):
-        return _collate([sampler.draw() for _ in range(args.batch)], augment, b)
-
+    step, make_batch, _net = setup(args.arch, args.encoder, args.tile, args.batch)
     fixed = make_batch(0)
     for _ in range(3):  # warm-up (allocator, oneDNN primitives)
         step(*fixed)
