@@ -134,6 +134,23 @@ def test_balanced_pseudo_loss_weighs_classes_equally(tiny_cfg):
     assert torch.allclose(balanced, 0.5 * (ce[pseudo == 0].mean() + ce[pseudo == 1].mean()) / 2)
 
 
+def test_balanced_stroke_loss_weighs_classes_equally(tiny_cfg):
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 8, 8, generator=g)
+    target = torch.full((1, 8, 8), -1)
+    target[0, :4] = 0                           # 32 background stroke pixels
+    target[0, 6, :2] = 1                        # 2 foreground stroke pixels
+    pseudo = torch.full_like(target, -1)
+    ce = F.cross_entropy(logits, target.clamp_min(0), reduction="none")
+    cfg = tiny_cfg.replace(loss="ce", pseudo_labels=False)
+    plain = sparse_loss(logits, target, pseudo, cfg.replace(stroke_balance=False), None)
+    balanced = sparse_loss(logits, target, pseudo, cfg.replace(stroke_balance=True), None)
+    assert torch.allclose(plain, ce[target >= 0].mean())
+    assert torch.allclose(balanced, (ce[target == 0].mean() + ce[target == 1].mean()) / 2)
+    assert not torch.allclose(plain, balanced)
+
+
 def test_split_strokes_holds_out_whole_strokes():
     lab = np.zeros((40, 40), np.uint8)
     for i in range(5):

@@ -96,6 +96,7 @@ class TrainConfig:
     pseudo_labels: bool | str = _f("auto", "Also learn from a random forest's confident predictions on unlabelled pixels (helps with few strokes); 'auto' = true in the cpu_quick recipe, else false.", "advanced")
     pseudo_threshold: float = _f(0.8, "Minimum random-forest probability for a pseudo-label.", "advanced", min=0.5, max=1.0)
     pseudo_weight: float = _f(0.3, "Loss weight of pseudo-labelled pixels.", "advanced", min=0.0, max=1.0)
+    stroke_balance: bool = _f(False, "Average the cross-entropy on labelled pixels per class, so a class brushed with few pixels counts as much as a class brushed with many (class_weights still apply).", "advanced")
     pseudo_balance: bool = _f(True, "Average the pseudo-label loss per class, so the most frequent class (usually background) does not dominate it.", "advanced")
     seed: int = _f(0, "Random seed; the same seed on a CPU gives the same model.", "advanced", min=0)
     device: str = _f("auto", "'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'.", "advanced")

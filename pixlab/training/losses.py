@@ -23,7 +23,14 @@ def sparse_loss(logits, target, pseudo, cfg, class_weights):
             if cfg.loss == "focal":
                 pt = torch.exp(-F.cross_entropy(logits, target.clamp_min(0), reduction="none"))
                 ce = ce * (1 - pt) ** cfg.focal_gamma
-            total = total + ce[labelled].mean()
+            if cfg.stroke_balance:
+                # Mean per class, then over classes: a class brushed with a few short strokes (nuclei in
+                # H&E) otherwise weighs as little as its pixel count in the loss.
+                per = [ce[labelled & (target == k)].mean() for k in range(logits.shape[1])
+                       if (labelled & (target == k)).any()]
+                total = total + torch.stack(per).mean()
+            else:
+                total = total + ce[labelled].mean()
         if cfg.loss in ("dice", "ce_dice"):
             probs = torch.softmax(logits, 1).permute(0, 2, 3, 1)[labelled]  # (N, K), labelled only
             onehot = F.one_hot(target[labelled], logits.shape[1]).to(probs.dtype)
