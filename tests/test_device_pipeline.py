@@ -323,3 +323,26 @@ def test_all_background_writes_a_background_map_without_running_the_network(tmp_
     assert net.calls == 0 and res["tiles_skipped"] == res["tiles"]
     assert np.unique(tifffile.imread(tmp_path / "o.ome.tif")).tolist() == [1]
     assert res["measurements"]["pixels"].tolist() == [128 * 96, 0, 0]
+
+
+def test_finished_rows_event_is_recorded_on_the_blenders_own_cuda_device(monkeypatch):
+    # The compute thread's current CUDA device is cuda:0; for a model on cuda:1 the event that the
+    # writer waits on must be recorded on cuda:1's stream, or rows are read before their copy ends.
+    recorded = []
+
+    class FakeEvent:
+        def record(self, stream=None):
+            recorded.append(stream)
+
+        def synchronize(self):
+            pass
+
+    real_empty = torch.empty
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream of", torch.device(device)))
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **k: real_empty(*a, **k))
+    blender = BandBlender(2, 8, 8, 8, np.ones((8, 8), np.float32), "cpu")
+    blender.device = torch.device("cuda:1")  # only _to_host's CUDA branch runs, on CPU tensors
+    rows = blender._to_host(0, 8, {"out": torch.ones((2, 8, 8), dtype=torch.uint8)}).ready()
+    assert recorded == [("stream of", torch.device("cuda:1"))]
+    assert rows.out.shape == (2, 8, 8) and (rows.out == 1).all()

@@ -203,5 +203,7 @@ class BandBlender:
             buf.copy_(t, non_blocking=True)
             host[name] = buf
         event = torch.cuda.Event()
-        event.record()
+        # On the stream of the blender's device, not the calling thread's current device: the
+        # compute thread starts on cuda:0, so a bare record() would not wait for cuda:1's copies.
+        event.record(torch.cuda.current_stream(self.device))
         return FinishedRows(y0, y1, host, event)
