@@ -212,17 +212,20 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     K = len(class_names)
     colours = colours or default_colours(K)
     stats_cls = label_stats(labels, class_names)
-    for w in annotation_warnings(stats_cls):
-        warnings.warn(w, stacklevel=3)
+    # advice is given only once the images are known to be usable: bad input gets one error, not
+    # warnings about labels followed by the error
+    advice = list(annotation_warnings(stats_cls))
     train_l, val_l, split_info = split_strokes(labels, K, cfg.validation_split, cfg.seed)
     if not any(v.any() for v in val_l):
-        warnings.warn("no stroke could be held out for validation (each class needs 2+ strokes); "
-                      "validation uses the training strokes, so it cannot detect overfitting", stacklevel=3)
+        advice.append("no stroke could be held out for validation (each class needs 2+ strokes); "
+                      "validation uses the training strokes, so it cannot detect overfitting")
         val_l = [lab.copy() for lab in labels]
 
     stats = compute_stats(images, method=cfg.normalization, per_channel=cfg.per_channel,
                           fixed_range=cfg.fixed_range, seed=cfg.seed)
     samples_ = build_samples(images, labels, train_l, val_l, stats)
+    for w in advice:
+        warnings.warn(w, stacklevel=3)
     if cfg.pseudo_labels:
         add_pseudo_labels(samples_, K, cfg)
 
