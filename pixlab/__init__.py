@@ -16,6 +16,7 @@ from pixlab.training.config import TrainConfig, preset
 from pixlab.image.io import Image, open_image
 # Imported eagerly: the submodule pixlab.train would otherwise shadow the function of the same name.
 from pixlab.training.trainer import train
+from pixlab.training.preparation import TrainingCancelled
 
 try:
     __version__ = _version("pixlab")
@@ -23,7 +24,7 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
 __all__ = ["Image", "open_image", "TrainConfig", "preset", "train", "Model", "load_model", "predict_file",
-           "predict_folder", "predict_many",
+           "predict_folder", "predict_many", "TrainingCancelled",
            "datasets", "diagnostics", "import_onnx", "cross_validate", "__version__"]
 
 # Torch-heavy parts load on first use so `import pixlab` (and `pixlab --help`) stays quick.

@@ -56,12 +56,16 @@ def test_callbacks_events_and_cooperative_cancel(tiny_cfg, fluo_sample):
     model = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=10), class_names=names, callbacks=[cb],
                          progress=False)
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "end" and "batch" in kinds
+    first = kinds.index("start")
+    assert set(kinds[:first]) == {"prepare"} and kinds[-1] == "end" and "batch" in kinds
     assert len(model.history) == 2 and model.metadata["stop_reason"] == "cancelled"
     cancel = threading.Event()
-    cancel.set()
-    m2 = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=10), class_names=names, cancel=cancel, progress=False)
+    m2 = pixlab.train([(img, labels)], tiny_cfg.replace(epochs=10), class_names=names, cancel=cancel,
+                      callbacks=[lambda ev: cancel.set() if ev["event"] == "batch" else None], progress=False)
     assert len(m2.history) == 1 and m2.metadata["stop_reason"] == "cancelled"
+    cancel.set()  # before the first step: nothing to return
+    with pytest.raises(pixlab.TrainingCancelled):
+        pixlab.train([(img, labels)], tiny_cfg, class_names=names, cancel=cancel, progress=False)
 
 
 def test_resume_continues_to_the_same_weights(tmp_path, tiny_cfg, fluo_sample):

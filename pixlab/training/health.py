@@ -35,27 +35,11 @@ class TrainingQualityWarning(UserWarning):
 
 def _windows(sample, max_pixels: int, size: int = 512):
     """Regions of one training image that hold its strokes: the whole image when small enough."""
+    from pixlab.training.strokes import stroke_windows
     _, Y, X = sample.image.shape
     if Y * X <= max_pixels:
         return [(0, Y, 0, X)]
-    from scipy import ndimage
-    from pixlab.training.strokes import labelled_blocks
-    # One window per cluster of strokes, by a coarse occupancy grid (never a full-size component map).
-    g = size // 2
-    occ = np.zeros((Y // g + 1, X // g + 1), bool)
-    for (y0, _, x0, _), lab in labelled_blocks(sample.labels):
-        ys, xs = np.nonzero(lab)
-        occ[(ys + y0) // g, (xs + x0) // g] = True
-    if not occ.any():
-        return []
-    lab, n = ndimage.label(occ)
-    out = []
-    for sl in ndimage.find_objects(lab)[: max(1, max_pixels // size ** 2)]:
-        cy = (sl[0].start + sl[0].stop) * g // 2
-        cx = (sl[1].start + sl[1].stop) * g // 2
-        y0, x0 = max(0, min(Y - size, cy - size // 2)), max(0, min(X - size, cx - size // 2))
-        out.append((y0, min(Y, y0 + size), x0, min(X, x0 + size)))
-    return out
+    return stroke_windows(sample.labels, size)[: max(1, max_pixels // size ** 2)]
 
 
 def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray, K: int) -> float:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["BLOCK", "StrokeIndex", "read_labels", "labelled_blocks", "context_blocks", "is_store"]
+__all__ = ["BLOCK", "StrokeIndex", "read_labels", "labelled_blocks", "context_blocks", "stroke_windows", "is_store"]
 
 #: Block side in pixels: a label store's chunk (512 by default); plain arrays are cut the same way.
 BLOCK = 512
@@ -65,6 +65,31 @@ def context_blocks(labels, tile: int) -> list[tuple[int, int, int, int]]:
     m = tile // 2
     return [(max(0, y0 - m), min(H, y1 + m), max(0, x0 - m), min(W, x1 + m))
             for (y0, y1, x0, x1), _ in labelled_blocks(labels)]
+
+
+def stroke_windows(labels, size: int) -> list[tuple[int, int, int, int]]:
+    """Windows of ``size`` px centred on the clusters of strokes (one per cluster), in image order.
+
+    Clusters are found on a coarse occupancy grid of ``size // 2`` px cells (never a full-size
+    component map), so this works on slides' label stores as on arrays.
+    """
+    from scipy import ndimage
+    Y, X = labels.shape
+    g = max(1, size // 2)
+    occ = np.zeros((Y // g + 1, X // g + 1), bool)
+    for (y0, _, x0, _), lab in labelled_blocks(labels):
+        ys, xs = np.nonzero(lab)
+        occ[(ys + y0) // g, (xs + x0) // g] = True
+    if not occ.any():
+        return []
+    comp, _ = ndimage.label(occ)
+    out = []
+    for sl in ndimage.find_objects(comp):
+        cy = (sl[0].start + sl[0].stop) * g // 2
+        cx = (sl[1].start + sl[1].stop) * g // 2
+        y0, x0 = max(0, min(Y - size, cy - size // 2)), max(0, min(X - size, cx - size // 2))
+        out.append((y0, min(Y, y0 + size), x0, min(X, x0 + size)))
+    return out
 
 
 def _components(arr: np.ndarray):

@@ -26,13 +26,14 @@ import numpy as np
 from pixlab.training.augmentation import build_augmentation, collate
 from pixlab.training.distributed import dist_info
 from pixlab.training.loop import Run, run_epochs
+from pixlab.training.preparation import Preparation, TrainingCancelled
 from pixlab.training.losses import class_weight_tensor, miou_from_confusion, sparse_loss
 from pixlab.training.samples import (IN_MEMORY_PIXELS, Sample, add_pseudo_labels, build_samples, downsample_labels,
                                      fingerprint, intensity_stats, prepare_samples, split_strokes)
 from pixlab.training.sampling import Prefetcher, TileSampler
 from pixlab.training.seeding import cpu_threads, seeded
 
-__all__ = ["train", "prepare_samples", "Sample", "split_strokes"]
+__all__ = ["train", "prepare_samples", "Sample", "split_strokes", "TrainingCancelled"]
 
 # Names other modules and benches imported from here before the split.
 _downsample_labels, _fingerprint, _collate, _Prefetcher = downsample_labels, fingerprint, collate, Prefetcher
@@ -149,7 +150,8 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
         Each is called with an event dict (``event`` in "start", "batch", "epoch", "end"). Returning
         ``False`` stops training cooperatively (the best model so far is kept).
     cancel : threading.Event, optional
-        Setting it stops training cooperatively.
+        Setting it stops training cooperatively. Set before the first optimizer step (while the run
+        is prepared: images, statistics, pseudo-labels, network), :class:`TrainingCancelled` is raised.
     checkpoint_dir : path, optional
         Writes ``last/`` (resumable checkpoint) and ``best/`` (model bundle) there, atomically.
     resume : path, optional
@@ -165,6 +167,11 @@ def train(samples, cfg=None, class_names: Sequence[str] | None = None, *, colour
     -------
     pixlab.Model
         The model of the best epoch by ``cfg.monitor``.
+
+    Raises
+    ------
+    TrainingCancelled
+        ``cancel`` was set (or a callback returned ``False``) before the first optimizer step.
 
     Examples
     --------
@@ -208,7 +215,12 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     from pixlab.nn.networks import freeze
     from pixlab.image.normalize import compute_stats
 
+    callbacks = tuple(callbacks)
+    # time_limit_s counts from the call, preparation included; Cancel works between (and inside) its phases
+    prep = Preparation(cancel, callbacks if dist_info()[0] == 0 else (), t_start, cfg.time_limit_s)
+    prep.phase("checking the images and labels")
     images, labels, class_names = prepare_samples(samples, cfg, class_names)
+    prep.phase("splitting the strokes")
     K = len(class_names)
     colours = colours or default_colours(K)
     stats_cls = label_stats(labels, class_names)
@@ -221,13 +233,18 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
                       "validation uses the training strokes, so it cannot detect overfitting")
         val_l = [lab.copy() for lab in labels]
 
+    prep.phase("computing normalisation statistics")
     stats = compute_stats(images, method=cfg.normalization, per_channel=cfg.per_channel,
                           fixed_range=cfg.fixed_range, seed=cfg.seed)
+    prep.phase("reading the images")
     samples_ = build_samples(images, labels, train_l, val_l, stats)
     for w in advice:
         warnings.warn(w, stacklevel=3)
     if cfg.pseudo_labels:
-        add_pseudo_labels(samples_, K, cfg)
+        prep.phase("computing random-forest pseudo-labels")
+        add_pseudo_labels(samples_, K, cfg, prep)
+
+    prep.phase("building the network")
 
     channel_names = images[0].channel_names
     with seeded(cfg.seed):  # initial weights from the run's seed, not from torch's global RNG
@@ -245,12 +262,19 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         from pixlab.training.averaging import weight_average
         ema = weight_average(net, cfg.ema_decay)
 
+    prep.phase("choosing the validation tiles")
     tile = cfg.tile_size
     # Each rank draws its own tiles (a distributed sampler over the random tile stream).
     sampler = TileSampler(samples_, stats, tile, K, cfg.stroke_focus, cfg.seed + 7919 * rank)
     n_patches = _patches_per_epoch(cfg, sampler)
     steps = max(1, int(math.ceil(n_patches / cfg.batch_size)))
     val_tiles = sampler.validation_tiles()
+    prep.check()
+    prepare_s = prep.elapsed()
+    if cfg.time_limit_s is not None and prepare_s > 0.5 * cfg.time_limit_s:
+        warnings.warn(f"preparing the run took {prepare_s:.0f} s of the {cfg.time_limit_s:g} s time limit, "
+                      "which leaves little time to train: raise time_limit_s, or train on fewer or smaller "
+                      "images (or with pseudo_labels=False)", stacklevel=3)
     if progress and rank == 0:
         v = sampler.validation_info
         print(f"validation: {v['tiles']} tiles of {v['tile_size']} px on {v['pieces_covered']} of "
@@ -278,6 +302,7 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         "sampling": sampler.describe(), "validation": sampler.validation_info,
         # level-0 µm/px of the training images: prediction matches it (pixlab.image.resolution)
         "pixel_size_um": training_pixel_size(images, cfg.downsample),
+        "prepare_time_s": round(prepare_s, 3),
     }
 
     def make_model(state=None) -> Model:
@@ -305,7 +330,13 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
     if rank == 0:
         from pixlab.training.health import quality_check
         # Never return a broken network silently: compare it with the random-forest preview on the strokes.
-        check = quality_check(model, samples_, class_names, seed=cfg.seed)
+        # with a time limit, the check is budgeted like the pseudo-labels (it predicts with both models)
+        from pixlab.training.health import MAX_CHECK_PIXELS
+        from pixlab.training.pseudo import pseudo_budget
+        budget = pseudo_budget(cfg)
+        check = quality_check(model, samples_, class_names, seed=cfg.seed,
+                              max_pixels=MAX_CHECK_PIXELS if budget is None else min(MAX_CHECK_PIXELS,
+                                                                                     max(2**20, budget)))
         model.metadata["quality_check"] = check
     run.emit({"event": "end", "stop_reason": stop_reason, "best_epoch": run.best["epoch"],
               "epochs_run": len(run.history), "quality_check": model.metadata.get("quality_check")})

@@ -240,6 +240,9 @@ class TrainPanel(widgets.VBox):
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
         now = time.monotonic()
+        if kind == "prepare":  # before the first step (forest pseudo-labels can take a while): say what runs
+            self.status.value = _note(f"preparing: {ev.get('phase')} · elapsed {_clock(ev.get('elapsed_s', 0))}")
+            return
         if kind == "start":
             self.resolution = list(ev.get("resolution") or [])
             self._epochs = ev.get("epochs", self._epochs)
