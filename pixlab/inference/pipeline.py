@@ -204,10 +204,16 @@ def _tiles_loop(reader, boxes, shape_yx, tile, batch_size, stats, logits, blende
     pad_y = _reflect_index(th, tile, device) if th < tile else None
     pad_x = _reflect_index(tw, tile, device) if tw < tile else None
     bands: dict = {}
+    trial = None
+    if net_threads is not None:
+        from pixlab.inference.threads import ThreadTrial
+        per_band = sum(1 for y, _ in boxes if y == boxes[0][0]) if boxes else 1
+        trial = ThreadTrial(net_threads, -(-len(boxes) // batch_size), -(-per_band // batch_size))
     with torch.inference_mode():
         for start in range(0, len(boxes), batch_size):
             if stop.is_set():
-                return
+                return trial
+            b = start // batch_size
             batch = boxes[start: start + batch_size]
             for y0 in [y for y in bands if y < batch[0][0]]:
                 del bands[y0]
@@ -224,12 +230,12 @@ def _tiles_loop(reader, boxes, shape_yx, tile, batch_size, stats, logits, blende
                     piece = piece.index_select(2, pad_x)
                 pieces.append(piece)
             x = torch.stack(pieces)
-            if net_threads is not None:
-                torch.set_num_threads(net_threads)
+            if trial is not None:
+                torch.set_num_threads(trial.threads(b))
             try:
                 out = logits(x)
             finally:
-                if net_threads is not None:
+                if trial is not None:
                     torch.set_num_threads(1)
             if tuple(out.shape) != (len(batch), blender.k, tile, tile):
                 raise ValueError(f"the network returned shape {tuple(out.shape)} for tiles of shape "
@@ -243,8 +249,11 @@ def _tiles_loop(reader, boxes, shape_yx, tile, batch_size, stats, logits, blende
                 blender.add(y0, x0, p)
             if progress is not None:
                 progress(len(batch))
+            if trial is not None:
+                trial.done(b)
         for rows in blender.finish(height):
             sink(rows)
+    return trial
 
 
 def run_tiles(reader: StripReader, boxes, shape_yx, tile, batch_size, stats, logits, blender, sink,
@@ -255,12 +264,13 @@ def run_tiles(reader: StripReader, boxes, shape_yx, tile, batch_size, stats, log
     stops it after the batch in flight, and an error there (the network's own KeyboardInterrupt
     included) is re-raised here; either way the thread has ended when this returns or raises.
 
-    On a CPU, torch's intra-op threads are a per-thread setting: the compute thread runs the
-    network with ``net_threads`` (default: the caller's ``torch.get_num_threads()``) and its
+    On a CPU, torch's intra-op threads are a per-thread setting: the compute thread runs its
     elementwise work (normalisation, softmax, blending, quantisation: memory-bound, ~1 ms per op)
     with one thread, so that it does not contend with the reader and encoder threads for the cores
     (OpenMP threads spin at barriers: on a busy 2-core machine a 2-thread 1x1 convolution ran 10x
-    slower than a 1-thread one). The caller's own setting is not changed.
+    slower than a 1-thread one), and the network with ``net_threads`` (default: the caller's
+    ``torch.get_num_threads()``) or one thread, whichever :class:`~pixlab.inference.threads.ThreadTrial`
+    measures faster on the first bands. The caller's own setting is not changed.
 
     Parameters
     ----------
@@ -280,6 +290,11 @@ def run_tiles(reader: StripReader, boxes, shape_yx, tile, batch_size, stats, log
         ``progress(n_tiles_done_in_this_batch)``.
     net_threads : int, optional
         CPU threads for the network (see above).
+
+    Returns
+    -------
+    int or None
+        The network's CPU threads after the trial (None on a GPU).
     """
     import torch
 
@@ -289,13 +304,14 @@ def run_tiles(reader: StripReader, boxes, shape_yx, tile, batch_size, stats, log
         net_threads = torch.get_num_threads()
     stop = threading.Event()
     failure: list = []
+    result: list = []
 
     def target():
         if net_threads is not None:
             torch.set_num_threads(1)  # this thread only (an OpenMP per-thread setting)
         try:
-            _tiles_loop(reader, boxes, shape_yx, tile, batch_size, stats, logits, blender, sink, progress,
-                        stop, net_threads)
+            result.append(_tiles_loop(reader, boxes, shape_yx, tile, batch_size, stats, logits, blender, sink,
+                                      progress, stop, net_threads))
         except BaseException as e:  # KeyboardInterrupt from the network included: the caller re-raises
             failure.append(e)
 
@@ -310,3 +326,5 @@ def run_tiles(reader: StripReader, boxes, shape_yx, tile, batch_size, stats, log
         raise
     if failure:
         raise failure[0]
+    trial = result[0] if result else None
+    return None if trial is None else trial.chosen

@@ -343,14 +343,15 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
             engine = get_backend(model, "eager" if backend == "auto" else backend)
         consume = _Outputs(writer, counter, preview, labels_out)
         found = None
+        net_threads = None
         if traced:
             from pixlab.inference.outputs import ObjectOutputs
             found = stack.enter_context(ObjectOutputs.for_prediction(targets, model, img, work, ds, object_opts))
             consume.extra.append(lambda rows: found.add_rows(rows, labels_out))
         if boxes:
             with BackgroundSink(consume) as sink:
-                run_tiles(reader, boxes, (height, width), tile, bs, stats, engine.logits, blender, sink.put,
-                          progress=bar.update)
+                net_threads = run_tiles(reader, boxes, (height, width), tile, bs, stats, engine.logits, blender,
+                                        sink.put, progress=bar.update)
         else:  # nothing but background
             for rows in blender.finish(height):
                 consume(rows)
@@ -375,6 +376,7 @@ def _predict_opened(model, img, targets, *, output, dtype, backend, tile_size, o
         "outputs": {fmt: os.fspath(p) for fmt, p in targets.items()},
         "shape": out_shape,
         "backend": engine.name,
+        "net_threads": net_threads,  # CPU threads the network ran with (measured choice; None on a GPU)
         "tiles": len(grid),
         "tiles_skipped": len(grid) - len(boxes),
         "seconds": time.perf_counter() - t_start,
