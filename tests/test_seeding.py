@@ -34,3 +34,19 @@ def test_same_seed_same_weights_with_dropout_encoders(tiny_cfg, fluo_sample):
     torch.manual_seed(2)  # whatever the global RNG holds, the run's own seed decides
     b = pixlab.train([(img, labels)], cfg, class_names=names, progress=False).network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_with_segformer_drop_path(tiny_cfg, fluo_sample):
+    # smp's Segformer (mit_b0 encoder) has timm DropPath blocks (stochastic depth up to 0.1) that draw
+    # from torch's global RNG in training mode; weight initialisation draws from it too.
+    img, labels, _, names = fluo_sample
+    cfg = tiny_cfg.replace(architecture="segformer", encoder="mit_b0", pretrained=False, epochs=1,
+                           patches_per_epoch=8, tile_size=64)
+    torch.manual_seed(1)
+    model = pixlab.train([(img, labels)], cfg, class_names=names, progress=False)
+    drop_path = [m.drop_prob for m in model.network.modules() if type(m).__name__ == "DropPath"]
+    assert drop_path and max(drop_path) > 0  # the test covers stochastic depth, not only the init
+    a = model.network.state_dict()
+    torch.manual_seed(2)  # whatever the global RNG holds, the run's own seed decides
+    b = pixlab.train([(img, labels)], cfg, class_names=names, progress=False).network.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,6 +1,7 @@
 """Widgets driven from Python, the way ipycanvas / ipyevents / button clicks would drive them."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -521,3 +522,63 @@ def test_training_problems_are_messages_not_tracebacks(tiny_cfg, fluo_sample):
     assert panel.run() is None
     assert "training failed" in panel.message.value and "nuclei" in panel.message.value
     assert isinstance(panel.error, ValueError)
+
+
+class _FakeKernelLoop:
+    """The kernel's IO loop as call_in_kernel sees it: callbacks queue up until the test runs them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def add_callback(self, fn, *args):
+        self.calls.append((fn, args))
+
+    def run_pending(self):
+        while self.calls:
+            fn, args = self.calls.pop(0)
+            fn(*args)
+
+
+def _panel_in_a_fake_kernel(monkeypatch, tiny_cfg, fluo_sample):
+    """A panel on a session, with a fake kernel loop and a record of the thread of every widget update."""
+    from pixlab.widgets import kernel_loop
+
+    loop = _FakeKernelLoop()
+    monkeypatch.setattr(kernel_loop, "_kernel_loop", lambda: loop)
+    img, labels, _, names = fluo_sample
+    s = AnnotationSession(img, names, autosave=False)
+    s.set_labels(labels)
+    panel = TrainPanel(s, config=tiny_cfg.replace(epochs=1))
+    threads = []  # (what, thread name)
+    for name in ("message", "status", "progress", "start_button", "cancel_button"):
+        getattr(panel, name).observe(lambda ch, name=name: threads.append((name, threading.current_thread().name)))
+    set_model, flush = s.set_model, panel.plot.flush
+    s.set_model = lambda m: (threads.append(("set_model", threading.current_thread().name)), set_model(m))
+    panel.plot.flush = lambda: (threads.append(("flush", threading.current_thread().name)), flush())
+    return panel, s, loop, threads
+
+
+def test_end_of_run_widget_updates_go_through_the_kernel_loop(monkeypatch, tiny_cfg, fluo_sample):
+    panel, s, loop, threads = _panel_in_a_fake_kernel(monkeypatch, tiny_cfg, fluo_sample)
+    thread = panel.run(blocking=False)
+    model = panel.wait(120)
+    assert not thread.is_alive() and model is not None and panel.model is model  # attributes: at once
+    assert [t for t in threads if t[1] != "MainThread"] == []   # no widget touched from the worker
+    assert "training on" in panel.message.value and panel.start_button.disabled  # not shown yet
+    assert s.model is None
+    loop.run_pending()                                         # the kernel's IO loop runs them
+    assert "finished" in panel.message.value
+    assert not panel.start_button.disabled and panel.cancel_button.disabled
+    assert s.model is model and panel.progress.value == panel.progress.max
+    assert {"message", "set_model", "flush", "start_button"} <= {what for what, _ in threads}
+    assert [t for t in threads if t[1] != "MainThread"] == []
+
+
+def test_blocking_run_in_a_kernel_shows_the_result_before_returning(monkeypatch, tiny_cfg, fluo_sample):
+    panel, s, loop, threads = _panel_in_a_fake_kernel(monkeypatch, tiny_cfg, fluo_sample)
+    model = panel.run(blocking=True)
+    assert model is not None and s.model is model and "finished" in panel.message.value
+    assert not panel.start_button.disabled
+    loop.run_pending()                                         # the queued end of run finds nothing left
+    assert [what for what, _ in threads].count("set_model") == 1
+    assert [t for t in threads if t[1] != "MainThread"] == []

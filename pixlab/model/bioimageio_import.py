@@ -27,14 +27,12 @@ is supported.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
+from pixlab.model.bioimageio_network import OnnxRunner, TorchscriptRunner, make_network
 from pixlab.model.model import Model
 
 __all__ = ["BioimageioModel", "load_bioimageio", "is_bioimageio", "SETTINGS"]
@@ -168,15 +166,6 @@ def _norm_from(steps: list, n_channels: int):
     return stats, per_image, rest
 
 
-def _per_channel(value, n, what):
-    arr = np.asarray(value, np.float32).ravel()
-    if arr.size == 1:
-        arr = np.repeat(arr, n)
-    if arr.size != n:
-        raise ValueError(f"{what} has {arr.size} values for {n} channels")
-    return arr.reshape(1, n, 1, 1)
-
-
 def _output_kind(post: list, n_out: int):
     ops = [p.get("id") for p in post if p.get("id") != "ensure_dtype"]
     if ops == ["softmax"]:
@@ -187,80 +176,6 @@ def _output_kind(post: list, n_out: int):
         return "logits"
     raise ValueError(f"postprocessing {ops} is not supported; pixlab reads class scores followed by "
                      "softmax or sigmoid")
-
-
-def _make_network(runner, fixed_ops, n_channels, kind, input_order, output_order):
-    import torch
-    from torch import nn
-
-    class _Network(nn.Module):
-        """Fixed preprocessing + the package's weights; returns logits for pixlab's softmax."""
-
-        def __init__(self):
-            super().__init__()
-            self.runner, self.fixed_ops, self.kind = runner, fixed_ops, kind
-            self.input_order, self.output_order = input_order, output_order
-            self.path = getattr(runner, "path", "")
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = x.float()
-            for op, kw in self.fixed_ops:
-                if op == "scale_linear":
-                    y = y * torch.from_numpy(_per_channel(kw.get("gain", 1.0), n_channels, "gain")) + \
-                        torch.from_numpy(_per_channel(kw.get("offset", 0.0), n_channels, "offset"))
-                elif op == "fixed_zero_mean_unit_variance":
-                    y = (y - torch.from_numpy(_per_channel(kw["mean"], n_channels, "mean"))) / (
-                        torch.from_numpy(_per_channel(kw["std"], n_channels, "std")) + 1e-6)
-                elif op == "clip":
-                    y = y.clamp(kw.get("min"), kw.get("max"))
-            y = y.permute(*self.input_order)  # pixlab (B, C, Y, X) -> the package's axis order
-            out = self.runner(y).permute(*self.output_order)
-            if self.kind == "sigmoid":
-                p = out.clamp(1e-7, 1 - 1e-7)
-                if p.shape[1] == 1:
-                    p = torch.cat([1 - p, p], dim=1)
-                out = torch.log(p)
-            return out.to(x.device)
-
-        def __deepcopy__(self, memo):
-            clone = _Network()
-            clone.train(self.training)
-            return clone
-
-    return _Network()
-
-
-class _OnnxRunner:
-    def __init__(self, data: bytes, path: str):
-        from pixlab.model.onnx import OnnxBackend
-
-        self.backend = OnnxBackend(data)
-        self.path = path
-
-    def __call__(self, x):
-        import torch
-
-        return torch.from_numpy(self.backend.logits(x.detach().cpu().numpy()).astype(np.float32))
-
-
-class _TorchscriptRunner:
-    def __init__(self, data: bytes, path: str):
-        import warnings
-
-        import torch
-
-        # A TorchScript archive holds TorchScript code and tensors; torch.jit.load runs no Python
-        # from the file (unlike torch.load of a pickle), so it is allowed where pickles are not.
-        with warnings.catch_warnings():  # torch's "TorchScript is deprecated" notice (see export.torchscript)
-            warnings.simplefilter("ignore", FutureWarning)
-            self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-        self.path = path
-
-    def __call__(self, x):
-        import torch
-
-        with torch.inference_mode():
-            return self.module(x).float()
 
 
 class BioimageioModel(Model):
@@ -404,7 +319,7 @@ def load_bioimageio(path, *, weights: str | None = None, tile_size: int | None =
                          "(pytorch_state_dict needs the package's own code, which pixlab does not execute)")
     chosen = order[0]
     data = pkg.read(wdescr[chosen]["source"])
-    runner = (_OnnxRunner if chosen == "onnx" else _TorchscriptRunner)(data, str(path.resolve()))
+    runner = (OnnxRunner if chosen == "onnx" else TorchscriptRunner)(data, str(path.resolve()))
     # Permutations between pixlab's (B, C, Y, X) and the package's axis order.
     names = [k for k, _ in sorted(in_axes.items(), key=lambda kv: kv[1][0])]
     if "batch" not in in_axes:
@@ -412,7 +327,7 @@ def load_bioimageio(path, *, weights: str | None = None, tile_size: int | None =
     input_order = [("batch", "channel", "y", "x").index(k) for k in names]
     onames = [k for k, _ in sorted(out_axes.items(), key=lambda kv: kv[1][0])]
     output_order = [onames.index(k) for k in ("batch", "channel", "y", "x")]
-    network = _make_network(runner, [(s["id"], s.get("kwargs") or {}) for s in fixed if s["id"] != "ensure_dtype"],
+    network = make_network(runner, [(s["id"], s.get("kwargs") or {}) for s in fixed if s["id"] != "ensure_dtype"],
                             n_ch, kind, input_order, output_order)
 
     colours = colours or pixlab_cfg.get("colours") or default_colours(len(class_names))

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pixlab.training.config_checks import check_config
 from pixlab.training.recipes import AUTO, AUTO_FIELDS, STANDARD_CHOICES, format_resolution, quick_choices
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "CONFIG_VERSION", "AUTO", "AUTO_FIELDS", "format_resolution", "field_info", "advise", "IMAGE_TYPES"]
@@ -111,73 +111,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
         """Check every value; raise one ValueError naming the field, the value and what is allowed."""
-        for f in fields(self):
-            v = getattr(self, f.name)
-            m = f.metadata
-            if v is None:
-                continue
-            if isinstance(v, str) and v.lower() == AUTO and f.name in AUTO_FIELDS:
-                setattr(self, f.name, AUTO)
-                continue
-            if f.name in AUTO_FIELDS and isinstance(f.default, str) and "bool" in str(f.type) and not isinstance(v, bool):
-                raise ValueError(f"TrainConfig.{f.name}={v!r} must be true, false or 'auto'")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"TrainConfig.{f.name}={v!r} must be a finite number")
-            if m.get("choices") is not None:
-                if not isinstance(v, str) or v.lower() not in m["choices"]:
-                    raise ValueError(f"TrainConfig.{f.name}={v!r} is not valid; choose one of {', '.join(m['choices'])}")
-                setattr(self, f.name, v.lower())
-            if isinstance(f.default, bool) and not isinstance(v, bool):
-                raise ValueError(f"TrainConfig.{f.name}={v!r} must be true or false")
-            if m.get("min") is not None or m.get("max") is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    auto = " or 'auto'" if f.name in AUTO_FIELDS else ""
-                    raise ValueError(f"TrainConfig.{f.name}={v!r} must be a number{auto}")
-                if f.type.startswith("int") and float(v) != int(v):
-                    raise ValueError(f"TrainConfig.{f.name}={v!r} must be a whole number")
-                if m.get("min") is not None and v < m["min"]:
-                    raise ValueError(f"TrainConfig.{f.name}={v!r} is below the minimum {m['min']}")
-                if m.get("max") is not None and v > m["max"]:
-                    raise ValueError(f"TrainConfig.{f.name}={v!r} is above the maximum {m['max']}")
-        if self.encoder == "none" and self.architecture not in (AUTO, "tiny_unet"):
-            raise ValueError(f"TrainConfig.encoder='none' but architecture={self.architecture!r} needs an encoder; "
-                             "set encoder='auto' (resnet34) or a name such as 'resnet18'")
-        if self.encoder not in (AUTO, "none"):
-            from pixlab.nn.networks import _encoder_key
-            try:
-                _encoder_key(self.encoder)
-            except ValueError as e:  # the message lists the recommended and valid names
-                raise ValueError(f"TrainConfig.encoder={self.encoder!r}: {e}") from None
-        if self.tile_size != AUTO:
-            from pixlab.nn.tile_size import check_tile_size
-            self.tile_size = check_tile_size(self.tile_size, "TrainConfig.tile_size")  # the rule prediction uses too
-        if self.normalization == "fixed_range":
-            fr = self.fixed_range
-            if fr is None or len(fr) != 2 or not float(fr[0]) < float(fr[1]):
-                raise ValueError(f"TrainConfig.fixed_range={fr!r} must be [min, max] with min < max when normalization is 'fixed_range', e.g. [0, 4095]")
-        fb = self.freeze_blocks
-        if not (fb in ("none", "all") or (isinstance(fb, int) and not isinstance(fb, bool) and fb >= 0)
-                or (isinstance(fb, (list, tuple)) and all(isinstance(i, int) for i in fb))):
-            raise ValueError(f"TrainConfig.freeze_blocks={fb!r} must be 'none', 'all', a number of blocks or a list of block indices")
-        if isinstance(fb, tuple):
-            self.freeze_blocks = list(fb)
-        # Histology weight sets are ResNet-50 checkpoints (pixlab.nn.networks.WEIGHT_SETS); only checked
-        # when they would be loaded, so a form can change the encoder and the weights one at a time.
-        if (self.encoder_weights != "imagenet" and self.pretrained and self.architecture != "tiny_unet"
-                and self.encoder != AUTO and str(self.encoder).lower() != "resnet50"):
-            raise ValueError(f"TrainConfig.encoder_weights={self.encoder_weights!r} are ResNet-50 weights but encoder={self.encoder!r}; set encoder='resnet50' or encoder_weights='imagenet'")
-        cw = self.class_weights
-        if cw is not None and not isinstance(cw, (list, tuple, dict)):
-            raise ValueError(f"TrainConfig.class_weights={cw!r} must be a list (one weight per class) or a dict {{class name: weight}}")
-        if cw is not None:
-            vals = cw.values() if isinstance(cw, dict) else cw
-            if any((not isinstance(w, (int, float))) or w < 0 for w in vals):
-                raise ValueError(f"TrainConfig.class_weights={cw!r} must hold non-negative numbers")
-        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
-            raise ValueError(f"TrainConfig.device={self.device!r} is not valid; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.version > CONFIG_VERSION:
-            raise ValueError(f"TrainConfig version {self.version} was written by a newer pixlab (this one reads up to {CONFIG_VERSION}); upgrade pixlab")
-        return self
+        return check_config(self, CONFIG_VERSION)  # the rules: pixlab.training.config_checks
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:

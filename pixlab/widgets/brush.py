@@ -1,7 +1,7 @@
 """BrushAnnotator: paint class labels on images in JupyterLab (ipycanvas), with an instant preview.
 
 The widget only translates (drawing is :mod:`pixlab.widgets.brush_layers`, mouse and keys
-:mod:`pixlab.widgets.brush_input`): canvas coordinates -> :class:`pixlab.image.display.Viewport` -> image
+:mod:`pixlab.widgets.brush_input`, the class controls :mod:`pixlab.widgets.brush_classes`): canvas coordinates -> :class:`pixlab.image.display.Viewport` -> image
 coordinates -> :class:`pixlab.annotation.AnnotationSession`. Each mouse move paints one segment in the
 session and redraws only the canvas pixels that segment changed; nothing here holds labels or logic.
 
@@ -17,7 +17,8 @@ from ipycanvas import MultiCanvas
 from pixlab.image import display
 from pixlab.annotation import AnnotationSession, Change
 from pixlab.widgets.brush_input import BrushInput
-from pixlab.widgets.brush_layers import BrushLayers, _error, _hex, _note
+from pixlab.widgets.brush_classes import BrushClasses
+from pixlab.widgets.brush_layers import BrushLayers, _error, _note
 from pixlab.widgets.guide import GuidePanel
 from pixlab.widgets.shape_tools import SHAPE_TOOLS, ShapeTools
 from pixlab.widgets.snapshot_tool import PolygonTool
@@ -27,7 +28,7 @@ __all__ = ["BrushAnnotator", "PolygonTool"]  # PolygonTool lives in pixlab.widge
 _TOOLS = ("brush", "eraser", "pan") + SHAPE_TOOLS
 
 
-class BrushAnnotator(BrushLayers, BrushInput, widgets.VBox):
+class BrushAnnotator(BrushLayers, BrushInput, BrushClasses, widgets.VBox):
     """Brush annotation of one or several images, with zoom/pan, undo, autosave and a live preview.
 
     Parameters
@@ -133,21 +134,7 @@ class BrushAnnotator(BrushLayers, BrushInput, widgets.VBox):
                                              description="Image", layout=widgets.Layout(width="320px"))
         self.image_select.observe(self._on_image_select, names="value")
 
-        # -- classes
-        self.class_select = widgets.RadioButtons(description="Class")
-        self.class_name = widgets.Text(placeholder="class name", layout=widgets.Layout(width="160px"))
-        self.class_colour = widgets.ColorPicker(concise=True, layout=widgets.Layout(width="32px"))
-        self.add_button = widgets.Button(description="add", icon="plus", layout=small)
-        self.rename_button = widgets.Button(description="rename", layout=small)
-        self.recolour_button = widgets.Button(description="recolour", layout=small)
-        self.delete_button = widgets.Button(description="delete", icon="times", layout=small)
-        self.delete_mode = widgets.Dropdown(description="its pixels", layout=widgets.Layout(width="260px"),
-                                            tooltip="what to do with the labelled pixels of a deleted class")
-        self.add_button.on_click(lambda _: self.add_class())
-        self.rename_button.on_click(lambda _: self.rename_class())
-        self.recolour_button.on_click(lambda _: self.recolour_class())
-        self.delete_button.on_click(lambda _: self.delete_class())
-        self.class_select.observe(self._on_class_select, names="value")
+        class_edit = self._build_class_controls()  # brush_classes.BrushClasses
 
         # -- feedback
         self.counts = widgets.HTML()
@@ -199,10 +186,6 @@ class BrushAnnotator(BrushLayers, BrushInput, widgets.VBox):
         toolbar = widgets.HBox([self.tool, self.undo_button, self.redo_button, self.clear_button,
                                 self.zoom_in_button, self.zoom_out_button, self.fit_button])
         sliders = widgets.HBox([self.brush_size, self.opacity, self.preview_opacity])
-        class_edit = widgets.VBox([
-            widgets.HBox([self.class_name, self.class_colour, self.add_button, self.rename_button,
-                          self.recolour_button]),
-            widgets.HBox([self.delete_button, self.delete_mode])])
         side = widgets.VBox([self.image_select, self.class_select, class_edit, self.counts],
                             layout=widgets.Layout(margin="0 0 0 12px"))
         parts = [toolbar, self.shapes.controls, sliders, widgets.HBox([self.preview_enabled, self.preview_source]),
@@ -223,15 +206,6 @@ class BrushAnnotator(BrushLayers, BrushInput, widgets.VBox):
     # ------------------------------------------------------------------------------------------
     # Small helpers
     # ------------------------------------------------------------------------------------------
-
-    @property
-    def current_class(self) -> int:
-        """The class id painted by the brush."""
-        return int(self.class_select.value or 1)
-
-    @current_class.setter
-    def current_class(self, value) -> None:
-        self.class_select.value = self.session.class_id(value)
 
     @property
     def radius(self) -> float:
@@ -292,43 +266,6 @@ class BrushAnnotator(BrushLayers, BrushInput, widgets.VBox):
     def clear_class(self, cls=None) -> None:
         """Erase the selected class (or ``cls``) in this image (undoable)."""
         self._after_edit(self.session.clear_class(self.current_class if cls is None else cls))
-
-    def _class_action(self, fn, *args, **kwargs) -> bool:
-        try:
-            fn(*args, **kwargs)
-        except ValueError as e:
-            self._say(str(e), error=True)
-            return False
-        self._say(None)
-        return True
-
-    def add_class(self, name=None, colour=None) -> None:
-        """Add a class named ``name`` (default: the name box) with ``colour`` (default: the colour box)."""
-        name = self.class_name.value if name is None else name
-        if self._class_action(self.session.add_class, name, colour):
-            self.class_name.value = ""
-            self.current_class = self.session.n_classes
-
-    def rename_class(self, name=None) -> None:
-        """Rename the selected class to ``name`` (default: the name box)."""
-        name = self.class_name.value if name is None else name
-        if self._class_action(self.session.rename_class, self.current_class, name):
-            self.class_name.value = ""
-
-    def recolour_class(self, colour=None) -> None:
-        """Give the selected class ``colour`` (default: the colour box)."""
-        self._class_action(self.session.recolour_class, self.current_class, colour or self.class_colour.value)
-
-    def delete_class(self, migrate_to=None, drop=None) -> None:
-        """Delete the selected class; its pixels go where the "its pixels" menu (or the arguments) say.
-
-        Without ``migrate_to`` or ``drop`` a class that has labelled pixels is refused with a message.
-        """
-        if migrate_to is None and drop is None:
-            mode = self.delete_mode.value
-            drop = mode == "drop"
-            migrate_to = self.session.class_names[mode - 1] if isinstance(mode, int) else None
-        self._class_action(self.session.delete_class, self.current_class, migrate_to=migrate_to, drop=bool(drop))
 
     def set_model(self, model) -> None:
         """Show a trained deep-learning model's prediction as the overlay (None: back to the features),
@@ -443,21 +380,3 @@ class BrushAnnotator(BrushLayers, BrushInput, widgets.VBox):
         # An open polygon survives a switch to pan (move the view, then go on clicking corners).
         if change["new"] not in ("polygon", "pan"):
             self.shapes.cancel()
-
-    def _refresh_classes(self) -> None:
-        self.shapes.refresh_classes()
-        s = self.session
-        current = self.class_select.value
-        self.class_select.unobserve(self._on_class_select, names="value")
-        self.class_select.options = [(f"{k}. {n}", k) for k, n in enumerate(s.class_names, start=1)]
-        self.class_select.value = current if current in range(1, s.n_classes + 1) else 1
-        self.class_select.observe(self._on_class_select, names="value")
-        self._on_class_select(None)
-
-    def _on_class_select(self, _change) -> None:
-        s = self.session
-        k = self.current_class
-        self.class_colour.value = _hex(s.colours[k - 1])
-        others = [(f"move to '{n}'", j) for j, n in enumerate(s.class_names, start=1) if j != k]
-        self.delete_mode.options = [("refuse if labelled", "refuse"), ("erase them", "drop")] + others
-        self.delete_mode.value = "refuse"

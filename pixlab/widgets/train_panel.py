@@ -104,6 +104,9 @@ class TrainPanel(widgets.VBox):
         self._epochs = None
         self._best = None
         self._last_status = 0.0
+        #: The end of the last run, (model or None, message), until _finish shows it.
+        self._pending = None
+        self._finish_lock = threading.Lock()
 
         self.output_dir = widgets.Text(value="" if output_dir is None else str(output_dir),
                                        placeholder="folder for the trained model", description="Save to",
@@ -162,6 +165,8 @@ class TrainPanel(widgets.VBox):
             self.message.value = _error(str(e))
             return None
         self._cancel.clear()
+        with self._finish_lock:
+            self._pending = None  # a previous run not shown yet is superseded by this one
         self.model, self.error, self.warnings = None, None, []
         self._best, self._steps, self._t_start = None, None, time.monotonic()
         self._epochs = cfg.epochs
@@ -199,6 +204,9 @@ class TrainPanel(widgets.VBox):
         if thread is None or not blocking:
             return None if thread is None else thread
         model = self.wait()
+        # In a kernel the IO loop is busy with this cell until it returns: show the end of the run
+        # now (at once on the main thread), so the message, the overlay and the curves are complete.
+        call_in_kernel(self._finish)
         self.plot.show_static()
         return model
 
@@ -206,6 +214,7 @@ class TrainPanel(widgets.VBox):
     def _worker(self, samples, cfg, names, colours) -> None:
         from pixlab.training.trainer import train
 
+        model, text = None, None
         try:
             # This thread's warnings land in the message area (e.g. "class 'x' has 4 strokes") instead
             # of as stderr noise under the widget; other threads' warnings are untouched.
@@ -217,23 +226,51 @@ class TrainPanel(widgets.VBox):
             out = self.output_dir.value.strip()
             if out:
                 model.save(Path(out), overwrite=True)  # the panel's output folder, retrained in place
-            self.model = model
-            if self.annotator is not None:
-                self.annotator.set_model(model)
-            elif self.session is not None:
-                self.session.set_model(model)
+            # From the model, not from the "start" event: in a kernel that event's handler may not
+            # have run yet on the IO loop when this text is shown.
+            self.resolution = list(model.metadata.get("resolution") or self.resolution)
             stop = model.metadata.get("stop_reason", "done")
             best = model.metadata.get("best_epoch")
             text = f"finished ({stop}); best epoch {None if best is None else best + 1}"
             if out:
                 text += f"; model saved to {out}"
             warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
-            self.message.value = (_note(text) + (f"<ul style='color:#a60'>{warn}</ul>" if warn else "")
-                                  + _resolution_html(self.resolution))
+            text = (_note(text) + (f"<ul style='color:#a60'>{warn}</ul>" if warn else "")
+                    + _resolution_html(self.resolution))
+            self.model = model  # before the thread ends: wait() returns it
         except Exception as e:  # shown in the panel, never as a traceback under the cell
-            self.error = e
-            self.message.value = _error(f"training failed: {e}")
+            model, self.error = None, e
+            text = _error(f"training failed: {e}")
         finally:
+            # Plain attributes are set here; every widget update (message, buttons, plot, the
+            # annotator's overlay) goes to the kernel's IO loop: comm messages from this thread race
+            # the kernel's own (shared/STYLE.md). Outside a kernel _finish runs at once, in this thread.
+            with self._finish_lock:
+                self._pending = (model, text)
+            call_in_kernel(self._finish)
+
+    def _finish(self) -> None:
+        """Show the end of a run: the model on the annotator/session, the message, the buttons.
+
+        Runs on the kernel's IO loop (or on the caller's thread outside a kernel). The outcome is taken
+        once: a blocking :meth:`run` applies it before returning, and the queued call finds nothing.
+        """
+        with self._finish_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        model, text = pending
+        try:
+            if model is not None:
+                target = self.annotator if self.annotator is not None else self.session
+                if target is not None:
+                    target.set_model(model)
+        except Exception as e:  # the model is trained (and saved) but cannot be shown
+            self.error = e
+            text = _error(f"training failed: {e}")
+        finally:
+            if text is not None:
+                self.message.value = text
             self.plot.flush()
             self.start_button.disabled, self.cancel_button.disabled = False, True
 
