@@ -508,6 +508,29 @@ def test_cancel_stops_and_keeps_the_best_model(tmp_path, tiny_cfg, fluo_sample):
     assert seen.count("epoch") == 1
 
 
+def test_cancel_while_preparing_says_so_and_leaves_no_model(tmp_path, tiny_cfg, fluo_sample):
+    # Cancel pressed while the run is prepared (before any step): the panel says what happened, shows
+    # the phase it was in, and reports no error and no model.
+    img, labels, _, names = fluo_sample
+    panel = TrainPanel([(img, labels)], class_names=names, config=tiny_cfg, output_dir=tmp_path / "m")
+    phases = []
+
+    def cancel_at_the_network(ev, _orig=panel._on_event):
+        _orig(ev)
+        if ev["event"] == "prepare":
+            phases.append(panel.status.value)
+            if ev["phase"] == "building the network":
+                panel.cancel()
+
+    panel._on_event = cancel_at_the_network
+    assert panel.run(blocking=True) is None
+    assert panel.model is None and panel.error is None
+    assert "cancelled before the first training step" in panel.message.value
+    assert "preparing: building the network" in phases[-1]
+    assert not (tmp_path / "m").exists()
+    assert panel.start_button.disabled is False and panel.cancel_button.disabled is True
+
+
 def test_training_problems_are_messages_not_tracebacks(tiny_cfg, fluo_sample):
     img, labels, _, names = fluo_sample
     form = TrainForm(tiny_cfg)

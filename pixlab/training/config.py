@@ -77,7 +77,7 @@ class TrainConfig:
     weight_average: str = _f("auto", "'auto' = 'ema' in the cpu_quick recipe, else 'none'; 'ema' keeps an exponential moving average of the weights and validates and saves that average (smooths the checkpoint-to-checkpoint swings of training from few strokes); 'none' uses the raw weights.", "training", choices=("auto", "none", "ema"))
     ema_decay: float | str = _f("auto", "Decay of the weight average per optimizer step (0.99 averages roughly the last 100 steps; early steps use less, see pixlab.training.loop); 'auto' = 0.995 in the cpu_quick recipe, else 0.99.", "training", min=0.5, max=0.99999)
     monitor: str = _f("val_loss", "Metric for early stopping and best-model selection.", "training", choices=("val_loss", "val_miou"))
-    time_limit_s: float | None = _f(None, "Stop training after this many seconds (the best model is kept).", "training", min=1.0)
+    time_limit_s: float | None = _f(None, "Seconds for the whole call to train(), preparation included (random-forest pseudo-labels stop at 25 % of it); training stops there and the best model is kept (the final validation and quality check add a few seconds).", "training", min=1.0)
     # --- augmentation
     augment: bool = _f(True, "Master switch for augmentation.", "augmentation")
     flips: bool = _f(True, "Random horizontal/vertical flips.", "augmentation")

@@ -212,6 +212,7 @@ class TrainPanel(widgets.VBox):
 
     # ------------------------------------------------------------------------------------------
     def _worker(self, samples, cfg, names, colours) -> None:
+        from pixlab.training.preparation import TrainingCancelled
         from pixlab.training.trainer import train
 
         model, text = None, None
@@ -238,6 +239,10 @@ class TrainPanel(widgets.VBox):
             text = (_note(text) + (f"<ul style='color:#a60'>{warn}</ul>" if warn else "")
                     + _resolution_html(self.resolution))
             self.model = model  # before the thread ends: wait() returns it
+        except TrainingCancelled:  # Cancel before the first step: not a failure, but there is no model
+            model = None
+            text = _note("cancelled before the first training step (while the run was being prepared): "
+                         "no model was trained")
         except Exception as e:  # shown in the panel, never as a traceback under the cell
             model, self.error = None, e
             text = _error(f"training failed: {e}")
