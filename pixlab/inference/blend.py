@@ -44,7 +44,7 @@ def quantize_probs(probs, output: str, dtype: str):
         return (torch.argmax(probs, dim=0, keepdim=True) + 1).to(torch_label_dtype(probs.shape[0]))
     if dtype == "uint8":
         # torch.round rounds half to even like numpy.rint, so both paths store the same bytes.
-        return torch.round(probs * 255.0).clamp_(0, 255).to(torch.uint8)
+        return (probs * 255.0).round_().clamp_(0, 255).to(torch.uint8)
     # A copy even for float32: ``probs`` is a view of the accumulators, which are reused at once.
     return probs.to(getattr(torch, dtype), copy=True)
 
