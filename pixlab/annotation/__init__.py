@@ -4,8 +4,8 @@
 
 Modules, one concern each: :mod:`.session` (the session tying them together), :mod:`.sources`
 (images and names), :mod:`.classes`, :mod:`.editing` (brush, shapes, undo), :mod:`.geometry`,
-:mod:`.history`, :mod:`.files` (label files and sidecars), :mod:`.autosave`, :mod:`.preview` and
-:mod:`.guide`.
+:mod:`.history`, :mod:`.files` (label files and sidecars), :mod:`.saving` (dirty images, save,
+flush), :mod:`.autosave`, :mod:`.preview` and :mod:`.guide`.
 """
 
 from pixlab.annotation.editing import Change

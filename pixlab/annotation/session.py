@@ -15,7 +15,8 @@ Design notes
   ``.labels.zarr`` where only the chunks changed since the last save are written (:mod:`.files`).
 - Preview (:mod:`.preview`): a random forest refitted in a background thread; latest request wins.
 - The concerns live in their own modules; this class ties them together: images and names
-  (:mod:`.sources`), classes (:mod:`.classes`), edits and undo (:mod:`.editing`).
+  (:mod:`.sources`), classes (:mod:`.classes`), edits and undo (:mod:`.editing`), saving
+  (:mod:`.saving`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pixlab.annotation.history import History
 from pixlab.annotation.counts import CountsMixin
 from pixlab.annotation.preview import PreviewMixin, Previewer
 from pixlab.annotation.regions import RegionsMixin
+from pixlab.annotation.saving import SavingMixin
 from pixlab.annotation.sources import collect_sources, unique_names
 from pixlab.labels.store import LabelStore
 
@@ -51,7 +53,7 @@ def _flush_if_alive(ref) -> None:
             pass
 
 
-class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, PreviewMixin):
+class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, PreviewMixin, SavingMixin):
     """Brush annotation of one or several images (any size: whole slides too).
 
     Parameters
@@ -300,95 +302,8 @@ class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, P
         self.last_error = message
 
     # ------------------------------------------------------------------------------------------
-    # Saving
+    # Lifecycle (saving itself: :mod:`.saving`)
     # ------------------------------------------------------------------------------------------
-    def _labels_file(self, i: int) -> Path | None:
-        return files.existing_labels_file(self.labels_dir, self.names[i])
-
-    def labels_path(self, image=None) -> Path | None:
-        """The file the labels of an image are (auto)saved to, or None without a labels_dir."""
-        if self.labels_dir is None:
-            return None
-        i = self.index_of(image)
-        return files.labels_path_for(self.labels_dir, self.names[i], self.n_classes, self.image_of(i).shape[1:])
-
-    def _mark_dirty(self, i: int) -> None:
-        # Edits are tracked whenever there is a folder (flush() writes them); the timer only with autosave.
-        if self.labels_dir is None or self._closed:
-            return
-        with self.lock:
-            self._dirty.add(i)
-        if self.autosave:
-            self._autosaver.touch()
-
-    def _autosave_failed(self, message: str) -> None:
-        self.last_error = message
-        self._emit("error", message=message)
-
-    @property
-    def autosave_delay(self) -> float:
-        """Seconds of quiet after the last edit before autosaving."""
-        return self._autosaver.delay
-
-    @autosave_delay.setter
-    def autosave_delay(self, value) -> None:
-        self._autosaver.delay = float(value)
-
-    @property
-    def autosave_running(self) -> bool:
-        """Whether the autosave thread was started (it starts on the first edit with autosave on)."""
-        return self._autosaver.started
-
-    def save(self, image=None) -> Path:
-        """Write one image's labels and sidecar now (atomically); returns the labels file.
-
-        A chunked ``.labels.zarr`` only gets the chunks changed since the last save.
-        """
-        if self.labels_dir is None:
-            raise ValueError("this session has no labels_dir (in-memory images); pass labels_dir= to save labels")
-        i = self.index_of(image)
-        path = self.labels_path(i)
-        with self.lock:
-            store = self.label_store(i)
-            meta = {"format": files.SIDECAR_FORMAT, "version": 1, "image": self.names[i],
-                    "image_path": str(self._sources[i]) if isinstance(self._sources[i], Path) else None,
-                    "shape": list(store.shape), "class_names": list(self.class_names),
-                    "colours": [list(c) for c in self.colours]}
-            self._dirty.discard(i)
-            if path.suffix == ".zarr":
-                from pixlab.labels.chunkfile import snapshot
-
-                snap = snapshot(store, full=not path.exists())
-            else:
-                snap = store.to_array()
-        self.labels_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            # Sidecar first: a labels file is never on disk without the class names that give it meaning.
-            files.write_sidecar(self.labels_dir, self.names[i], meta)
-            if path.suffix == ".zarr":
-                from pixlab.labels.chunkfile import write_snapshot
-
-                write_snapshot(path, snap)
-            else:
-                files.save_store(path, store, snap)
-        except BaseException:
-            with self.lock:  # try again at the next save
-                self._dirty.add(i)
-                if path.suffix == ".zarr":
-                    store.restore_dirty(snap.keys)
-            raise
-        files.remove_stale(path)  # switched format (crossed 255 classes or the size limit)
-        self._emit("saved", image=i, path=str(path))
-        return path
-
-    def flush(self) -> list[Path]:
-        """Write every image edited since the last save, now. Returns the files written."""
-        if self.labels_dir is None:
-            return []
-        with self.lock:
-            dirty = sorted(self._dirty)
-        return [self.save(i) for i in dirty]
-
     def close(self) -> None:
         """Save pending edits and stop the background threads."""
         self.flush()
