@@ -182,7 +182,7 @@ def test_onnxruntime_and_auto_backends_agree_with_eager(model, image, image_file
     assert res["backend"] == "onnxruntime"
     np.testing.assert_allclose(tifffile.imread(tmp_path / "o.ome.tif"), expected, atol=1e-4)
     res = predict_file(model, image_file, tmp_path / "a.ome.tif", dtype="float32", backend="auto")
-    assert res["backend"] in ("eager", "onnxruntime")
+    assert res["backend"] in ("eager", "channels_last", "onnxruntime")  # the CPU candidates: timing picks
     np.testing.assert_allclose(tifffile.imread(tmp_path / "a.ome.tif"), expected, atol=1e-3)
 
 
