@@ -101,6 +101,16 @@ class GuideReview:
             go.append(widgets.HTML(_note(f"… and {len(self.mistakes) - len(shown)} more")))
         self.mistake_buttons.children = tuple(go) or (widgets.HTML(_note("none found")),)
 
+    def _listed(self, table, k: int, missing: str):
+        """Entry ``k`` (1-based, as listed) of ``table``, or None after saying why there is none."""
+        if not self.ready:
+            self._say(NO_MODEL)
+            return None
+        if table is None or not 1 <= int(k) <= len(table):
+            self._say(missing, error=True)
+            return None
+        return table.iloc[int(k) - 1]
+
     def relabel_mistake(self, k: int) -> None:
         """Relabel possible mistake ``k`` (1-based, as listed): its flagged pixels take the model's class.
 
@@ -108,14 +118,10 @@ class GuideReview:
         predicted class with at least the "confidence ≥" probability (one undo step); the entry then
         leaves the list.
         """
-        if not self.ready:
-            self._say(NO_MODEL)
-            return
-        if self.mistakes is None or not 1 <= int(k) <= len(self.mistakes):
-            self._say(f"there is no entry {k}; press 'Check labels'", error=True)
+        r = self._listed(self.mistakes, k, f"there is no entry {k}; press 'Check labels'")
+        if r is None:
             return
         ann = self.annotator
-        r = self.mistakes.iloc[int(k) - 1]
         box = (int(r.y0), int(r.y1), int(r.x0), int(r.x1))
         try:
             probs = self.guide.probabilities(region=self.region)
@@ -133,13 +139,9 @@ class GuideReview:
 
     def go_to_mistake(self, k: int) -> None:
         """Centre the view on possible label mistake ``k`` (1-based, as listed)."""
-        if not self.ready:
-            self._say(NO_MODEL)
+        r = self._listed(self.mistakes, k, f"there is no entry {k}; press 'Check labels'")
+        if r is None:
             return
-        if self.mistakes is None or not 1 <= int(k) <= len(self.mistakes):
-            self._say(f"there is no entry {k}; press 'Check labels'", error=True)
-            return
-        r = self.mistakes.iloc[int(k) - 1]
         self._go_to(self.annotator.session.index, (int(r.y0), int(r.y1), int(r.x0), int(r.x1)))
 
     def _on_confusion(self, change) -> None:
@@ -172,11 +174,7 @@ class GuideReview:
 
     def go_to_tile(self, k: int) -> None:
         """Show confused tile ``k`` (1-based, as listed), switching image when it is in another one."""
-        if not self.ready:
-            self._say(NO_MODEL)
+        r = self._listed(self.tiles, k, f"there is no tile {k}; choose a confusion first")
+        if r is None:
             return
-        if self.tiles is None or not 1 <= int(k) <= len(self.tiles):
-            self._say(f"there is no tile {k}; choose a confusion first", error=True)
-            return
-        r = self.tiles.iloc[int(k) - 1]
         self._go_to(int(r["session_image"]), (int(r["y0"]), int(r["y1"]), int(r["x0"]), int(r["x1"])))
