@@ -1,9 +1,9 @@
 """Tissue mask and resolution matching on a large synthetic slide: time, memory, accuracy.
 
 Writes a 100,000 x 80,000 RGB pyramidal OME-TIFF (SubIFDs, 512 px tiles, ~35 % tissue in five
-blobs). Level-0 tiles are written pre-encoded (one background and one tissue tile, reused), so the
-file costs seconds to make; the small levels are rendered pixel by pixel, so the mask level has real
-edges. Then it measures:
+blobs; the writer is ``bench/synthetic_slide.py``). Level-0 tiles are written pre-encoded (one
+background and one tissue tile, reused), so the file costs seconds to make; the small levels are
+rendered pixel by pixel, so the mask level has real edges. Then it measures:
 
 - ``open_image``: time (lazy: no pixel read);
 - ``tissue_mask`` with the defaults: time, peak traced memory, the level used, and agreement with
@@ -26,94 +26,18 @@ import tempfile
 import time
 import tracemalloc
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import tifffile  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared slide writer
 
 import pixlab  # noqa: E402
 from pixlab.image.image import Image  # noqa: E402
 from pixlab.image.resolution import working_image  # noqa: E402
 from pixlab.image.tissue import tissue_mask  # noqa: E402
-
-TILE = 512
-BG = (238, 236, 240)
-TISSUE = (190, 95, 170)
-# Five tissue pieces (centre y, centre x, radius y, radius x), in units of the slide's height/width.
-BLOBS = [(0.25, 0.2, 0.18, 0.14), (0.7, 0.3, 0.2, 0.12), (0.4, 0.6, 0.25, 0.16), (0.75, 0.78, 0.15, 0.12),
-         (0.2, 0.85, 0.1, 0.08)]
-
-
-def tissue_at(yy, xx):
-    """True where normalised coordinates (0..1) fall inside a blob."""
-    out = np.zeros(np.broadcast(yy, xx).shape, bool)
-    for cy, cx, ry, rx in BLOBS:
-        out |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
-    return out
-
-
-def render(ny, nx, rng):
-    """A small level rendered pixel by pixel (centres of its pixels)."""
-    yy = (np.arange(ny)[:, None] + 0.5) / ny
-    xx = (np.arange(nx)[None, :] + 0.5) / nx
-    t = tissue_at(yy, xx)
-    img = np.empty((ny, nx, 3), np.uint8)
-    img[:] = BG
-    img[t] = TISSUE
-    noise = rng.integers(-6, 7, (ny, nx, 1), dtype=np.int16)
-    return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
-
-
-def write_slide(path, ny, nx, rng):
-    shapes = [(ny, nx)]
-    while max(shapes[-1]) > 1024:
-        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
-    tile_px = {}
-    for name, colour in (("bg", BG), ("tissue", TISSUE)):
-        block = np.empty((TILE, TILE, 3), np.uint8)
-        block[:] = colour
-        # A periodic 32 px noise pattern: textured, yet a few KB per tile once compressed.
-        noise = np.tile(rng.integers(-6, 7, (32, 32, 1), dtype=np.int16), (TILE // 32, TILE // 32, 1))
-        block = np.clip(block.astype(np.int16) + noise, 0, 255)
-        raw = zlib.compress(block.astype(np.uint8).tobytes(), 6)
-        tile_px[name] = (raw, len(raw))
-
-    def encoded_tiles(ly, lx):
-        for ty in range(-(-ly // TILE)):
-            cy = (ty * TILE + TILE / 2) / ly
-            row = tissue_at(cy, (np.arange(-(-lx // TILE)) * TILE + TILE / 2) / lx)
-            for t in row:
-                yield tile_px["tissue" if t else "bg"]
-
-    opts = dict(tile=(TILE, TILE), photometric="rgb", compression="zlib")
-    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tw:
-        for i, (ly, lx) in enumerate(shapes):
-            extra = dict(subifds=len(shapes) - 1, metadata={"axes": "YXS", "PhysicalSizeX": 0.3,
-                                                             "PhysicalSizeY": 0.3}) if i == 0 else dict(
-                subfiletype=1, metadata=None)
-            if ly * lx > 4096 * 4096:
-                tw.write(encoded_tiles(ly, lx), shape=(ly, lx, 3), dtype=np.uint8, **opts, **extra)
-            else:
-                tw.write(render(ly, lx, rng), **opts, **extra)
-    return shapes
-
-
-class Timer:
-    """Wall and CPU seconds of a block (the machine is shared: CPU time is the steadier figure)."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-    def __str__(self):
-        return f"{self.wall:.3f} s ({self.cpu:.3f} CPU)"
+from synthetic_slide import TILE, Timer, tissue_at, write_slide  # noqa: E402
 
 
 def main():
