@@ -91,8 +91,7 @@ def _near_strokes(y0, x0, labels: LabelStore, margin: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("pseudo", [False, pytest.param(True, marks=pytest.mark.xfail(
-    reason="pseudo-labels on a slide: the forest caches the mosaic features whole (>1 GB traced); to fix", strict=False))])
+@pytest.mark.parametrize("pseudo", [False, True])
 def test_training_on_a_slide_reads_only_blocks_around_the_strokes(slide_cfg, pseudo):
     slide = CountingSlide()
     labels = _strokes()
@@ -168,3 +167,32 @@ def test_labels_of_another_shape_than_the_slide_are_refused(slide_cfg):
     labels.write((0, 1, 0, 2), np.array([[1, 2]], np.uint8))
     with pytest.raises(ValueError, match="level 0"):
         pixlab.train([(CountingSlide().image(), labels)], slide_cfg, class_names=["a", "b"], progress=False)
+
+
+def test_pseudo_labels_of_an_image_too_large_for_its_features_are_computed_block_by_block(slide_cfg):
+    # 1600 x 1600 x 2 channels in memory, no time limit: the forest's features of the whole image
+    # would be 410 MB (x2 while scikit-image stacks them). Windows around the strokes instead, their
+    # features one block at a time.
+    from pixlab.image.normalize import compute_stats
+    from pixlab.training.samples import add_pseudo_labels, build_samples
+    from pixlab.training.strokes import read_labels
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 0.05, (2, 1600, 1600)).astype(np.float32)
+    img[1, :, 800:] += 1
+    labels = np.zeros((1600, 1600), np.uint8)
+    labels[700:703, 600:760] = 1
+    labels[700:703, 840:1000] = 2
+    image = pixlab.open_image(img)
+    stats = compute_stats([image])
+    s, = build_samples([image], [labels], [labels], [np.zeros_like(labels)], stats)
+    cfg = slide_cfg.replace(pseudo_labels=True).resolved()
+    assert cfg.time_limit_s is None
+    tracemalloc.start()
+    add_pseudo_labels([s], 2, cfg)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 300 * 2**20, f"peak traced memory {peak / 2**20:.0f} MB"
+    pseudo = read_labels(s.pseudo, 0, 1600, 0, 1600)
+    # Confident labels around the strokes, right on both sides of the edge; none far away.
+    assert (pseudo[680:720, 620:740] == 1).mean() > 0.9 and (pseudo[680:720, 860:980] == 2).mean() > 0.9
+    assert not pseudo[1300:, :].any()

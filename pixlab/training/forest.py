@@ -1,5 +1,7 @@
 """Fast feature-based pixel classifier (ilastik style): multiscale filters + a random forest.
 
+The filters themselves are :mod:`pixlab.training.features` (re-exported here).
+
 It serves three purposes in pixlab: the brush annotator's instant preview, pseudo-labels for
 unlabelled pixels during network training, and the baseline in ``bench/sparse_strokes.py``.
 
@@ -17,13 +19,9 @@ from collections import OrderedDict
 import numpy as np
 
 from pixlab.labels.masks import _as_integer_labels
+from pixlab.training.features import _as_image, _clip_region, feature_margin, labelled_subset, pixel_features
 
-__all__ = ["FeatureClassifier", "pixel_features", "feature_margin"]
-
-# Gaussian kernels are cut at 4 sigma (scipy's default ``truncate``); the gradient / Hessian
-# (np.gradient twice) and Sobel steps look at most 2 more pixels; one extra for safety.
-_TRUNCATE = 4.0
-_DERIVATIVE_REACH = 3
+__all__ = ["FeatureClassifier", "pixel_features", "feature_margin", "labelled_subset"]
 
 # Pixels per predict_proba call: bounds the forest's temporary (N, K) float64 arrays.
 _PREDICT_CHUNK = 1 << 18
@@ -33,112 +31,6 @@ _PREDICT_CHUNK = 1 << 18
 # margins instead of being cached whole, so memory stays bounded (pseudo-labels on big images).
 _MAX_CACHED_PIXELS = 2048 * 2048
 _BAND_PIXELS = 1 << 20
-
-
-def feature_margin(sigma_max: float) -> int:
-    """Pixels of context needed around a region so its features equal the whole-image features.
-
-    Parameters
-    ----------
-    sigma_max : float
-        Largest Gaussian sigma of the features.
-
-    Returns
-    -------
-    int
-        Margin in pixels.
-
-    Examples
-    --------
-    >>> feature_margin(16)
-    67
-    """
-    return int(_TRUNCATE * float(sigma_max) + 0.5) + _DERIVATIVE_REACH
-
-
-def _as_image(image_norm) -> np.ndarray:
-    """(C, Y, X) float32 C-contiguous; a (Y, X) array is one channel."""
-    array = np.asarray(image_norm)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise ValueError(
-            f"image_norm must be a (C, Y, X) array but has shape {array.shape}; "
-            "move channels first, e.g. np.moveaxis(image, -1, 0)"
-        )
-    if array.dtype.kind not in "fiub":
-        raise ValueError(
-            f"image_norm has dtype {array.dtype}; pass a normalised float32 image (pixlab.image.normalize.apply)"
-        )
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(
-            "image_norm contains NaN or infinite values; normalise the image with finite statistics "
-            "or replace them with np.nan_to_num"
-        )
-    return array
-
-
-def _clip_region(region, shape_yx) -> tuple[int, int, int, int]:
-    try:
-        y0, y1, x0, x1 = (int(v) for v in region)
-    except (TypeError, ValueError):
-        raise ValueError(f"region must be (y0, y1, x0, x1), got {region!r}; pass four integers") from None
-    height, width = shape_yx
-    y0, y1 = max(0, y0), min(height, y1)
-    x0, x1 = max(0, x0), min(width, x1)
-    if y0 >= y1 or x0 >= x1:
-        raise ValueError(
-            f"region {tuple(region)} does not overlap the image of shape {shape_yx} (Y, X); "
-            "pass (y0, y1, x0, x1) with y0 < y1 and x0 < x1 inside the image"
-        )
-    return y0, y1, x0, x1
-
-
-def pixel_features(image_norm, sigma_min: float = 1, sigma_max: float = 16, region=None, workers=None):
-    """Per-pixel intensity, edge and texture features at several scales.
-
-    Parameters
-    ----------
-    image_norm : array_like, shape (C, Y, X)
-        Normalised image (a ``(Y, X)`` array is one channel).
-    sigma_min, sigma_max : float
-        Smallest and largest Gaussian sigma; sigmas are ``sigma_min * 2**i`` up to ``sigma_max``.
-    region : tuple of int, optional
-        ``(y0, y1, x0, x1)``: compute features only for this region (clipped to the image). The
-        region is padded with :func:`feature_margin` pixels of real context so the result equals the
-        corresponding crop of the whole-image features.
-    workers : int, optional
-        Threads for the filters (default: all cores).
-
-    Returns
-    -------
-    numpy.ndarray, shape (h, w, F)
-        float32 features, ``F = 4 * n_sigmas * C`` (smoothed intensity, gradient magnitude and two
-        Hessian eigenvalues per sigma and channel), from
-        ``skimage.feature.multiscale_basic_features``.
-    """
-    from skimage.feature import multiscale_basic_features
-
-    image = _as_image(image_norm)
-    if region is not None:
-        y0, y1, x0, x1 = _clip_region(region, image.shape[1:])
-        m = feature_margin(sigma_max)
-        py0, px0 = max(0, y0 - m), max(0, x0 - m)
-        py1, px1 = min(image.shape[1], y1 + m), min(image.shape[2], x1 + m)
-        padded = pixel_features(image[:, py0:py1, px0:px1], sigma_min, sigma_max, None, workers)
-        return np.ascontiguousarray(padded[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0])
-    features = multiscale_basic_features(
-        image,
-        intensity=True,
-        edges=True,
-        texture=True,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-        workers=workers,
-        channel_axis=0,
-    )
-    return features.astype(np.float32, copy=False)
 
 
 class FeatureClassifier:
@@ -326,7 +218,6 @@ class FeatureClassifier:
         ValueError
             If no pixel is labelled, shapes differ, or a label exceeds ``n_classes``.
         """
-        from sklearn.ensemble import RandomForestClassifier
 
         image = _as_image(image_norm)
         labels = _as_integer_labels(labels)
@@ -353,20 +244,37 @@ class FeatureClassifier:
             )
 
         flat_labels = labels.ravel()
-        index = np.flatnonzero(flat_labels)
-        rng = np.random.default_rng(self.seed)
-        if self.max_samples_per_class is not None:
-            # Cap each class separately so dense labels of a big class cannot crowd out the others.
-            kept = []
-            for k in np.unique(flat_labels[index]):
-                members = index[flat_labels[index] == k]
-                if len(members) > self.max_samples_per_class:
-                    members = np.sort(rng.choice(members, self.max_samples_per_class, replace=False))
-                kept.append(members)
-            index = np.sort(np.concatenate(kept))
+        index = labelled_subset(flat_labels, self.max_samples_per_class, np.random.default_rng(self.seed))
+        return self.fit_features(self._labelled_features(image, index), flat_labels[index], n_classes,
+                                 n_channels=image.shape[0])
 
-        x = self._labelled_features(image, index)
-        y = flat_labels[index]
+    def fit_features(self, features, labels, n_classes: int, n_channels: int) -> "FeatureClassifier":
+        """Fit the forest on the features of labelled pixels gathered elsewhere (e.g. block by block).
+
+        Parameters
+        ----------
+        features : numpy.ndarray, shape (N, F)
+            Features of ``N`` labelled pixels (:func:`pixel_features` rows of images with
+            ``n_channels`` channels).
+        labels : numpy.ndarray, shape (N,)
+            Their class ids ``1..n_classes`` (no 0). Use :func:`labelled_subset` to cap them.
+        n_classes : int
+            Number of classes ``K`` of the task.
+        n_channels : int
+            Channels of the images the features came from (checked at prediction).
+
+        Returns
+        -------
+        FeatureClassifier
+            ``self``.
+        """
+        from sklearn.ensemble import RandomForestClassifier
+
+        x, y = np.asarray(features, np.float32), np.asarray(labels)
+        if x.ndim != 2 or y.shape != (len(x),) or not len(x):
+            raise ValueError(f"features must be (N, F) and labels (N,) with N > 0, got {x.shape} and {y.shape}")
+        if y.min() < 1 or y.max() > n_classes:
+            raise ValueError(f"labels must be class ids 1..{n_classes}, got {int(y.min())}..{int(y.max())}")
         forest = RandomForestClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,
@@ -378,7 +286,7 @@ class FeatureClassifier:
         self.forest_ = forest
         self.n_classes_ = int(n_classes)
         self.classes_ = forest.classes_.astype(np.int64)
-        self._n_channels = image.shape[0]
+        self._n_channels = int(n_channels)
         return self
 
     def _bands(self, region) -> list[tuple[int, int]]:
@@ -452,15 +360,33 @@ class FeatureClassifier:
             region = (0, image.shape[1], 0, image.shape[2])
         y0, y1, x0, x1 = _clip_region(region, image.shape[1:])
         probs = np.zeros((self.n_classes_, y1 - y0, x1 - x0), np.float32)
-        rows = self.classes_ - 1
         for band_y0, band_y1, feats in self._feature_pieces(image, (y0, y1, x0, x1)):
-            flat = feats.reshape(-1, feats.shape[-1])
-            band = np.zeros((self.n_classes_, len(flat)), np.float32)
-            for start in range(0, len(flat), _PREDICT_CHUNK):
-                stop = min(start + _PREDICT_CHUNK, len(flat))
-                band[rows, start:stop] = self.forest_.predict_proba(flat[start:stop]).T
-            probs[:, band_y0 - y0 : band_y1 - y0] = band.reshape(self.n_classes_, band_y1 - band_y0, -1)
+            probs[:, band_y0 - y0 : band_y1 - y0] = self.predict_proba_features(feats)
         return probs
+
+    def predict_proba_features(self, features) -> np.ndarray:
+        """Class probabilities from precomputed features.
+
+        Parameters
+        ----------
+        features : numpy.ndarray, shape (..., F)
+            :func:`pixel_features` of pixels (e.g. ``(h, w, F)`` of a block).
+
+        Returns
+        -------
+        numpy.ndarray, shape (K, ...)
+            float32, as :meth:`predict_proba`.
+        """
+        if self.forest_ is None:
+            raise ValueError("this FeatureClassifier is not fitted yet; call fit(image_norm, labels) first")
+        feats = np.asarray(features)
+        flat = feats.reshape(-1, feats.shape[-1])
+        out = np.zeros((self.n_classes_, len(flat)), np.float32)
+        rows = self.classes_ - 1
+        for start in range(0, len(flat), _PREDICT_CHUNK):
+            stop = min(start + _PREDICT_CHUNK, len(flat))
+            out[rows, start:stop] = self.forest_.predict_proba(flat[start:stop]).T
+        return out.reshape((self.n_classes_,) + feats.shape[:-1])
 
     def predict(self, image_norm, region=None) -> np.ndarray:
         """Most probable class per pixel.

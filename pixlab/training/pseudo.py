@@ -3,7 +3,9 @@
 The forest (:class:`~pixlab.training.forest.FeatureClassifier`) learns from the training strokes
 and labels the pixels it is confident about; the network learns from those with a small weight
 (``TrainConfig.pseudo_weight``). On a whole slide only the blocks around the strokes are read and
-labelled (the tiles are drawn there), within a pixel budget, and the result is a sparse label store.
+labelled (the tiles are drawn there), within a pixel budget, and the result is a sparse label store;
+there (and on in-memory images too large to hold their features) the forest's features are computed
+block by block, never for all the blocks at once.
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ import numpy as np
 
 from pixlab.training.strokes import context_blocks, read_labels, stroke_windows
 
-__all__ = ["add_pseudo_labels", "pseudo_budget", "PSEUDO_PIXELS", "PSEUDO_PIXELS_PER_SECOND"]
+__all__ = ["add_pseudo_labels", "pseudo_budget", "PSEUDO_PIXELS", "PSEUDO_PIXELS_PER_SECOND",
+           "PSEUDO_FEATURE_BYTES"]
 
 # Pseudo-labels of a large image are computed only in blocks around its strokes, at most this many
-# pixels: about 10 µs per pixel on one core, and the forest keeps the features of the whole mosaic
-# (240 B/px for RGB): 1 M px ~ 10 s and ~250 MB.
+# pixels: about 10 µs per pixel on one core (1 M px ~ 10 s).
 PSEUDO_PIXELS = 2**20
 # With a time limit, at most ~20 % of it goes to pseudo-labels (20,000 px per second of the limit).
 PSEUDO_PIXELS_PER_SECOND = 20_000
 # Rows predicted between two looks at cancel and the clock (~1 s on one core).
 PSEUDO_BAND_PIXELS = 2**17
+# An in-memory image whose forest features (4 bytes x 4 filters x sigmas x channels per pixel: 240 B
+# for RGB) fit this budget gets them computed whole; larger ones, and slides, block by block, so that
+# at most one block's features (~80 MB for RGB) are held, plus blocks kept from the fit for the
+# prediction within this budget.
+PSEUDO_FEATURE_BYTES = 256 * 2**20
 
 
 def pseudo_budget(cfg) -> int | None:
@@ -34,11 +41,12 @@ def pseudo_budget(cfg) -> int | None:
 def add_pseudo_labels(samples, n_classes, cfg, prep=None) -> None:
     """Random-forest pseudo-labels on confident unlabelled pixels (QUALITY-NOTES: +0.02-0.05 IoU).
 
-    Images up to 4096 x 4096 px get them everywhere, unless a time limit's budget
-    (:func:`pseudo_budget`, shared by the images) is smaller than the image: then, as on larger
-    images (slides), they are computed only in the blocks around the strokes
-    (:attr:`Sample.context`, where the tiles are drawn), spread over the strokes; nothing else of a
-    slide is read.
+    In-memory images whose features fit :data:`PSEUDO_FEATURE_BYTES` (1024 x 1024 RGB) get them
+    everywhere, unless a time limit's budget (:func:`pseudo_budget`, shared by the images) is
+    smaller than the image. Otherwise they get them in windows around their strokes, and larger
+    images (slides) in the blocks around the strokes (:attr:`Sample.context`, where the tiles are
+    drawn), spread over the strokes, features computed block by block; nothing else of a slide is
+    read.
 
     Parameters
     ----------
@@ -50,6 +58,7 @@ def add_pseudo_labels(samples, n_classes, cfg, prep=None) -> None:
         past :data:`~pixlab.training.preparation.PSEUDO_SHARE` of the time limit the remaining
         pixels get no pseudo-labels (with a warning).
     """
+    from pixlab.training.features import n_features
     from pixlab.training.forest import FeatureClassifier
     from pixlab.training.preparation import PSEUDO_SHARE, Preparation
     prep = prep or Preparation()
@@ -63,13 +72,16 @@ def add_pseudo_labels(samples, n_classes, cfg, prep=None) -> None:
             continue
         clf = FeatureClassifier(seed=cfg.seed, n_jobs=1)
         large = s.cache is None or s.cache.shape[1] * s.cache.shape[2] > 4096 * 4096
-        if not large and s.cache.shape[1] * s.cache.shape[2] <= (share or 2**62):
+        if not large:
+            C, h, w = s.cache.shape
+            fits = 4 * n_features(C, clf.sigma_min, clf.sigma_max) * h * w <= PSEUDO_FEATURE_BYTES
+        if not large and fits and h * w <= (share or 2**62):
             done = _pseudo_whole(s, n_classes, cfg, clf, prep)
         else:
             if large and s.context is None:
                 s.context = context_blocks(s.train_labels, cfg.tile_size)
             # a large image: its context blocks (where its tiles are drawn); a smaller one over the
-            # time limit's budget: windows of two tiles around its strokes
+            # time limit's budget or the features' memory budget: windows of two tiles around its strokes
             blocks = s.context if large else stroke_windows(s.train_labels, 2 * cfg.tile_size)
             done = _pseudo_in_context(s, blocks, n_classes, cfg, clf, prep,
                                       PSEUDO_PIXELS if share is None else min(PSEUDO_PIXELS, share))
@@ -109,13 +121,30 @@ def _confident(p, threshold) -> np.ndarray:
     return lab
 
 
+def _block_features(s, clf, region, margin: int) -> np.ndarray:
+    """``(h, w, F)`` features of one block, from the block read with ``margin`` px of real context
+    (exactly the whole image's features there)."""
+    from pixlab.training.features import pixel_features
+    y0, y1, x0, x1 = region
+    _, H, W = s.image.shape
+    py0, px0 = max(0, y0 - margin), max(0, x0 - margin)
+    padded = s.read(py0, min(H, y1 + margin), px0, min(W, x1 + margin), s.stats)
+    return pixel_features(padded, clf.sigma_min, clf.sigma_max, region=(y0 - py0, y1 - py0, x0 - px0, x1 - px0),
+                          workers=1)
+
+
 def _pseudo_in_context(s, blocks, n_classes: int, cfg, clf, prep, budget: int) -> bool:
-    """Fit on the training strokes of ``blocks`` (a mosaic of them, each with enough real context
-    for exact features) and keep confident predictions there, in a label store.
+    """Fit on the training strokes of ``blocks`` and keep confident predictions there, in a label store.
+
+    Block by block, twice: the first pass gathers the features of (a capped subset of) the labelled
+    pixels of each block, the forest is fitted on them, and the second pass predicts each block.
+    Features are never held for more than one block at a time, except blocks kept from the first
+    pass for the second within :data:`PSEUDO_FEATURE_BYTES`.
 
     Returns False when the time share ran out before the last block."""
     from pixlab.labels.store import LabelStore
-    from pixlab.training.forest import feature_margin
+    from pixlab.training.features import feature_margin, labelled_subset
+    from pixlab.training.preparation import PSEUDO_SHARE
     areas = [(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in blocks]
     n_fit = len(areas)
     while n_fit > 1 and sum(areas[int(j)] for j in np.linspace(0, len(areas) - 1, n_fit).round()) > budget:
@@ -125,43 +154,44 @@ def _pseudo_in_context(s, blocks, n_classes: int, cfg, clf, prep, budget: int) -
         warnings.warn(f"image '{s.image.name}': random-forest pseudo-labels in {len(chosen)} of the "
                       f"{len(areas)} blocks around the strokes (a budget of {budget / 1e6:.1f} M px); "
                       f"the others train on the strokes only")
-    _, H, W = s.image.shape
+    regions = [tuple(blocks[j]) for j in chosen]
     m = feature_margin(clf.sigma_max)
-    pieces = []  # (inner region, padded region)
-    for j in chosen:
-        y0, y1, x0, x1 = blocks[j]
-        pieces.append(((y0, y1, x0, x1), (max(0, y0 - m), min(H, y1 + m), max(0, x0 - m), min(W, x1 + m))))
-    if not pieces:
-        return True
-    width = max(p[1][3] - p[1][2] for p in pieces)
-    rows = [p[1][1] - p[1][0] for p in pieces]
-    C = s.image.n_channels
-    mosaic = np.zeros((C, sum(rows), width), np.float32)
-    lab = np.zeros((sum(rows), width), np.uint8)
-    boxes, top = [], 0
-    for (iy0, iy1, ix0, ix1), (py0, py1, px0, px1) in pieces:
+    rng = np.random.default_rng(cfg.seed)
+    cap = clf.max_samples_per_class
+    xs, ys, kept, kept_bytes = [], [], {}, 0
+    for region in regions:
         prep.check()
-        h, w = py1 - py0, px1 - px0
-        mosaic[:, top:top + h, :w] = s.read(py0, py1, px0, px1, s.stats)
-        if w < width:  # reflect so the filler looks like the block, not like a black border
-            mosaic[:, top:top + h, w:] = mosaic[:, top:top + h, max(0, 2 * w - width):w][:, :, ::-1][:, :, :width - w]
-        inner = (top + iy0 - py0, top + iy1 - py0, ix0 - px0, ix1 - px0)
-        lab[inner[0]:inner[1], inner[2]:inner[3]] = read_labels(s.train_labels, iy0, iy1, ix0, ix1)
-        boxes.append(inner)
-        top += h
-    if not lab.any():
+        lab = read_labels(s.train_labels, *region).ravel()
+        if not lab.any():
+            continue
+        feats = _block_features(s, clf, region, m)
+        index = labelled_subset(lab, cap, rng)
+        xs.append(feats.reshape(-1, feats.shape[-1])[index])
+        ys.append(lab[index])
+        if kept_bytes + feats.nbytes <= PSEUDO_FEATURE_BYTES:
+            kept[region] = feats
+            kept_bytes += feats.nbytes
+        del feats
+    if not xs:
         return True
-    from pixlab.training.preparation import PSEUDO_SHARE
     prep.check()
-    clf.fit(mosaic, lab, n_classes=n_classes)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    del xs, ys
+    index = labelled_subset(y, cap, rng)
+    clf.fit_features(x[index], y[index], n_classes, n_channels=s.image.n_channels)
+    del x, y
     out = LabelStore(s.train_labels.shape, np.uint8 if n_classes <= 255 else np.uint16)
     done = True
-    for ((iy0, iy1, ix0, ix1), _), box in zip(pieces, boxes):
+    for region in regions:
         prep.check()
         if prep.over_share(PSEUDO_SHARE):
             done = False
             break
-        out.write((iy0, iy1, ix0, ix1), _confident(clf.predict_proba(mosaic, region=box), cfg.pseudo_threshold))
+        feats = kept.pop(region, None)
+        if feats is None:
+            feats = _block_features(s, clf, region, m)
+        out.write(region, _confident(clf.predict_proba_features(feats), cfg.pseudo_threshold))
+        del feats
     out.mark_clean()
     s.pseudo = out
     return done
