@@ -48,7 +48,7 @@ def test_a_network_that_predicts_one_class_everywhere_is_called_collapsed(fluo_s
     assert check["preview_heldout_accuracy"] > 0.9  # the forest gets the easy strokes right
 
 
-def test_a_network_as_good_as_the_forest_passes(fluo_sample, tiny_cfg):
+def test_a_network_as_good_as_the_forest_passes(fluo_sample, tiny_cfg, monkeypatch):
     img, labels, truth, names = fluo_sample
     samples, stats, images = _samples(img, labels, names, tiny_cfg.resolved())
 
@@ -57,12 +57,70 @@ def test_a_network_as_good_as_the_forest_passes(fluo_sample, tiny_cfg):
             return torch.zeros(x.shape[0], 2, *x.shape[2:])
 
     model = pixlab.Model(Truth(), names, [[0, 0, 0], [255, 0, 0]], images[0].channel_names, stats, tiny_cfg.resolved())
-    model.predict_labels = lambda image, **kw: truth  # noqa: E731 - only the check's input matters here
+    one_hot = np.stack([truth == 1, truth == 2]).astype(np.float32)  # only the check's input matters here
+    monkeypatch.setattr("pixlab.inference.in_memory.predict_at_model_resolution", lambda model, image: one_hot)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TrainingQualityWarning)
         check = quality_check(model, samples, names)
     assert check["status"] == "ok" and check["recommend"] == "network"
     assert check["heldout_accuracy"] == 1.0
+
+
+class _Channels(torch.nn.Module):
+    """A 'network' whose class is its input's brightest channel, pixel by pixel (no context)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.ModuleList()
+
+    def forward(self, x):
+        return 10 * x
+
+
+def test_a_model_trained_at_a_coarser_pixel_size_is_checked_at_that_size(tiny_cfg):
+    # The samples are at the training resolution already (downsample 2 applied). The check predicts
+    # them as they are: resampling them to the model's pixel size once more (what model.predict does
+    # with an image without pixel size) would blur these one-pixel stripes into a tie and "collapse".
+    rng = np.random.default_rng(0)
+    img = np.zeros((2, 96, 96), np.float32)
+    img[0, :, 0::2] = img[1, :, 1::2] = 1
+    img += rng.uniform(0, 0.05, img.shape).astype(np.float32)
+    labels = np.zeros((96, 96), np.uint8)
+    for y in (10, 40, 70):
+        labels[y:y + 3, 8:88] = np.where(np.arange(8, 88) % 2 == 0, 1, 2)
+    names = ["even", "odd"]
+    cfg = tiny_cfg.resolved()
+    samples, stats, images = _samples(pixlab.open_image(img), labels, names, cfg)
+    model = pixlab.Model(_Channels(), names, [[0, 0, 0], [255, 0, 0]], images[0].channel_names, stats,
+                         cfg.replace(downsample=2.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither "collapsed" nor "no pixel size"
+        check = quality_check(model, samples, names)
+    assert check["status"] == "ok", check["message"]
+    assert check["stroke_recall"] == {"even": 1.0, "odd": 1.0}
+
+
+def test_the_check_of_a_large_image_holds_the_forest_features_of_one_window_at_a_time(tiny_cfg):
+    # 1600 x 1600 x 2 channels: the forest's features of the whole image would be 410 MB.
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 0.05, (2, 1600, 1600)).astype(np.float32)
+    img[1, :, 800:] += 1
+    labels = np.zeros((1600, 1600), np.uint8)
+    for y in (300, 700, 1100):
+        labels[y:y + 3, 600:760] = 1
+        labels[y:y + 3, 840:1000] = 2
+    names = ["left", "right"]
+    cfg = tiny_cfg.resolved()
+    samples, stats, images = _samples(pixlab.open_image(img), labels, names, cfg)
+    model = pixlab.Model(_Channels(), names, [[0, 0, 0], [255, 0, 0]], images[0].channel_names, stats, cfg)
+    tracemalloc.start()
+    check = quality_check(model, samples, names, warn=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert check["status"] == "ok", check["message"]
+    assert check["pixels_checked"] < 1600 * 1600  # windows around the strokes
+    assert peak < 300 * 2**20, f"peak traced memory {peak / 2**20:.0f} MB"
 
 
 def test_train_warns_and_records_when_the_network_collapses(fluo_sample, tiny_cfg, monkeypatch):

@@ -26,7 +26,8 @@ import numpy as np
 __all__ = ["quality_check", "TrainingQualityWarning"]
 
 #: Pixels of the training images that the check predicts at most (windows around the strokes).
-MAX_CHECK_PIXELS = 4_000_000  # whole images up to this; larger ones: 512 px windows on the strokes
+MAX_CHECK_PIXELS = 4_000_000  # whole images up to this (and 256 MB of forest features); larger ones:
+# 512 px windows on the strokes, one at a time
 
 
 class TrainingQualityWarning(UserWarning):
@@ -34,10 +35,13 @@ class TrainingQualityWarning(UserWarning):
 
 
 def _windows(sample, max_pixels: int, size: int = 512):
-    """Regions of one training image that hold its strokes: the whole image when small enough."""
+    """Regions of one training image that hold its strokes: the whole image when small enough (its
+    pixels and its forest's features, :data:`~pixlab.training.pseudo.PSEUDO_FEATURE_BYTES`)."""
+    from pixlab.training.features import n_features
+    from pixlab.training.pseudo import PSEUDO_FEATURE_BYTES
     from pixlab.training.strokes import stroke_windows
-    _, Y, X = sample.image.shape
-    if Y * X <= max_pixels:
+    C, Y, X = sample.image.shape
+    if Y * X <= max_pixels and 4 * n_features(C) * Y * X <= PSEUDO_FEATURE_BYTES:
         return [(0, Y, 0, X)]
     return stroke_windows(sample.labels, size)[: max(1, max_pixels // size ** 2)]
 
@@ -76,6 +80,8 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
         ``predicted_fractions`` (per class, network), ``pixels_checked``.
     """
     from pixlab.image.image import Image
+    from pixlab.inference.in_memory import predict_at_model_resolution
+    from pixlab.labels.classids import argmax_labels
     from pixlab.training.forest import FeatureClassifier
     from pixlab.training.strokes import read_labels
 
@@ -94,7 +100,9 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
                 continue
             raw = s.image.read((y0, y1, x0, x1))
             crop = Image(raw, channel_names=list(s.image.channel_names), name=s.image.name)
-            net = model.predict_labels(crop)
+            # The sample is at the training resolution already: predicted as is (model.predict would
+            # bring it to the model's pixel size, i.e. downsample it once more).
+            net = argmax_labels(predict_at_model_resolution(model, crop))
             norm = s.read(y0, y1, x0, x1, model.norm_stats)
             rf = FeatureClassifier(seed=seed, n_jobs=1).fit(norm, tr, n_classes=K).predict(norm)
             pred_tr.append(net[tr > 0]); lab_tr.append(tr[tr > 0])
