@@ -253,3 +253,20 @@ def test_dense_labels_file_of_a_big_image_is_converted_on_save(tmp_path, chunked
     expected = old.copy()
     expected[4:7, 4:7][np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)] = 1
     np.testing.assert_array_equal(open_chunks(tmp_path / "image.labels.zarr").read(), expected)
+
+
+def test_training_samples_of_an_image_larger_than_training_holds_are_a_label_store(tmp_path):
+    # 8,200 x 8,200 px (67 M, more than training.samples.IN_MEMORY_PIXELS): a dense copy of its
+    # labels would be what training itself refuses to build (it trains from the chunks).
+    import dask.array as da
+    from pixlab.image.image import Image
+    from pixlab.training.samples import IN_MEMORY_PIXELS
+    img = Image(da.zeros((3, 8200, 8200), np.uint8, chunks=(3, 1024, 1024)), ["R", "G", "B"], name="big")
+    assert 8200 * 8200 > IN_MEMORY_PIXELS
+    s = AnnotationSession(img, ["bg", "fg"], labels_dir=tmp_path, autosave=False)
+    s.paint([(100, 100), (100, 400)], 1, 3)
+    s.paint([(5000, 7000)], 2, 5)
+    (image, labels), = s.training_samples()
+    assert is_label_store(labels) and labels is not s.label_store()
+    assert labels.shape == (8200, 8200) and labels.bincount()[1:3].tolist() == s.label_store().bincount()[1:3].tolist()
+    s.close()

@@ -85,6 +85,20 @@ def test_validate_labels_returns_uint8(dtype):
     np.testing.assert_array_equal(out, labels.astype(np.uint8))
 
 
+def test_validate_labels_of_a_large_uint8_mask_makes_no_int64_copy():
+    import tracemalloc
+    labels = np.zeros((4096, 4096), np.uint8)
+    labels[100:200, 100:200] = 2
+    tracemalloc.start()
+    out = validate_labels(labels, labels.shape, ["a", "b"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.dtype == np.uint8 and out is not labels and out[150, 150] == 2
+    assert peak < 2 * labels.nbytes, f"{peak / 2**20:.0f} MB for a {labels.nbytes / 2**20:.0f} MB mask"
+    with pytest.raises(ValueError, match="class id 2"):
+        validate_labels(labels, labels.shape, ["a"])
+
+
 def test_validate_labels_accepts_image_shape_and_bool():
     out = validate_labels(np.eye(3, dtype=bool), (2, 3, 3), ["cells"])
     np.testing.assert_array_equal(out, np.eye(3, dtype=np.uint8))

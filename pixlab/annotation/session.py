@@ -323,8 +323,9 @@ class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, P
     def training_samples(self) -> list[tuple]:
         """``[(Image, labels)]`` of every image with labels, channels selected, for :func:`pixlab.train`.
 
-        ``labels`` is an array copy for images up to :data:`pixlab.labels.store.MAX_DENSE_PIXELS`, else a
-        copy of the image's :class:`~pixlab.labels.store.LabelStore` (training reads it chunk by chunk).
+        ``labels`` is an array copy for images up to :data:`pixlab.training.samples.IN_MEMORY_PIXELS`
+        (what training holds in memory), else a copy of the image's
+        :class:`~pixlab.labels.store.LabelStore` (training reads it chunk by chunk).
         Pending edits are saved first, so what is trained is also on disk.
 
         Raises
@@ -333,7 +334,7 @@ class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, P
             When the pending edits cannot be saved: a model trained now would rest on labels that
             exist nowhere but in this session's memory.
         """
-        from pixlab.labels.store import MAX_DENSE_PIXELS
+        from pixlab.training.samples import IN_MEMORY_PIXELS
 
         try:
             self.flush()
@@ -347,7 +348,7 @@ class AnnotationSession(ClassesMixin, EditingMixin, RegionsMixin, CountsMixin, P
             for i in range(self.n_images):
                 store = self.label_store(i)
                 if store.any():
-                    labels = store.to_array() if store.size <= MAX_DENSE_PIXELS else store.copy()  # a copy either way
+                    labels = store.to_array() if store.size <= IN_MEMORY_PIXELS else store.copy()  # a copy either way
                     samples.append((self.image_for_training(i), labels))
         if not samples:
             raise ValueError("no image has labels yet; brush at least one stroke of each class before training")

@@ -101,7 +101,9 @@ def validate_labels(labels, image_shape_yx, class_names: Sequence[str]) -> np.nd
     """
     names = _check_class_names(class_names)
     dtype = _label_dtype(len(names))
-    array = _as_integer_labels(labels)
+    array = np.asarray(labels)
+    if not (array.ndim == 2 and array.dtype.kind == "u"):  # unsigned ints are checked as they are:
+        array = _as_integer_labels(labels)               # an int64 copy is 8 bytes a pixel (a slide's GB)
     shape_yx = tuple(int(s) for s in tuple(image_shape_yx)[-2:])
     if array.shape != shape_yx:
         raise ValueError(
