@@ -270,3 +270,29 @@ def test_training_samples_of_an_image_larger_than_training_holds_are_a_label_sto
     assert is_label_store(labels) and labels is not s.label_store()
     assert labels.shape == (8200, 8200) and labels.bincount()[1:3].tolist() == s.label_store().bincount()[1:3].tolist()
     s.close()
+
+
+def test_a_projects_slide_labels_are_found_copied_and_trained_from(tmp_path, chunked):
+    # Labels of a slide are a .labels.zarr folder: the project finds them (02 requires labels, 03
+    # lists the labelled images), labels_from copies them, and training reads them from the path.
+    from pixlab import TrainConfig
+    from pixlab.app.project import Project
+    from pixlab.image.writer import write_ome_tiff
+    from pixlab.training.samples import prepare_samples
+    image = tmp_path / "slide.ome.tif"
+    write_ome_tiff(image, np.zeros((3, 96, 128), np.uint8), pyramid=False)
+    first = Project(tmp_path / "first")
+    first.set_images([image])
+    s = first.session(["bg", "fg"], autosave=False)
+    s.paint([(10, 10), (10, 90)], 1, 2)
+    s.paint([(70, 40)], 2, 4)
+    s.close()
+    found = first.labels_file(image)
+    assert found is not None and found.name == "slide.labels.zarr" and found.is_dir()
+    assert first.require_labels() == [found]
+    second = Project(tmp_path / "second")
+    second.set_images([image], labels_from=first.labels_dir)
+    copied = second.labels_file(image)
+    assert copied is not None and copied.name == "slide.labels.zarr"
+    _, (labels,), _ = prepare_samples([(image, copied)], TrainConfig(), ["bg", "fg"])
+    np.testing.assert_array_equal(np.asarray(labels), s.label_store().read())

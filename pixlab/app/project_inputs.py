@@ -160,15 +160,12 @@ class InputsMixin:
     # ---------------------------------------------------------------- labels
     def labels_file(self, image) -> Path | None:
         """The saved labels of ``image`` (a path or a name), or None."""
+        from pixlab.annotation.files import existing_labels_file
         stem = image if isinstance(image, str) and not Path(image).suffix else _stem(image)
-        for suffix in (".png", ".tif"):
-            p = self.labels_dir / f"{stem}.labels{suffix}"
-            if p.is_file():
-                return p
-        return None
+        return existing_labels_file(self.labels_dir, stem)  # a slide's are a .labels.zarr folder
 
     def import_labels(self, folder) -> list[Path]:
-        """Copy ``<stem>.labels.png``/``.tif`` (+ ``.labels.json``) of the project's images from ``folder``.
+        """Copy ``<stem>.labels.png``/``.tif``/``.zarr`` (+ ``.labels.json``) of the project's images from ``folder``.
 
         Labels already in the project are kept (they may hold newer strokes).
 
@@ -187,9 +184,14 @@ class InputsMixin:
             stem = _stem(img)
             if self.labels_file(stem) is not None:
                 continue
-            for suffix in (".png", ".tif", ".json"):
+            for suffix in (".png", ".tif", ".zarr", ".json"):
                 f = src / f"{stem}.labels{suffix}"
-                if f.is_file():
+                if f.is_dir() and suffix == ".zarr":  # a slide's chunked labels
+                    from pixlab._atomic import atomic_dir
+                    with atomic_dir(self.labels_dir / f.name) as tmp:
+                        shutil.copytree(f, tmp, dirs_exist_ok=True)
+                    copied.append(self.labels_dir / f.name)
+                elif f.is_file():
                     with atomic_path(self.labels_dir / f.name) as tmp:
                         shutil.copyfile(f, tmp)
                     if suffix != ".json":

@@ -186,7 +186,10 @@ def prepare_samples(samples, cfg, class_names):
         img = open_image(img)
         if cfg.channels is not None:
             img = img.select_channels(cfg.channels)
-        if isinstance(lab, (str, Path)):
+        if isinstance(lab, (str, Path)) and Path(lab).suffix == ".zarr" and Path(lab).is_dir():
+            from pixlab.labels.chunkfile import open_chunks
+            lab = open_chunks(lab)  # a slide's .labels.zarr: read chunk by chunk
+        elif isinstance(lab, (str, Path)):
             lab = load_labels(lab)
         if is_store(lab):
             lab = _store_labels(lab, img.shape[1:], None if class_names is None else len(class_names),
