@@ -85,6 +85,8 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
     from pixlab.training.forest import FeatureClassifier
     from pixlab.training.strokes import read_labels
 
+    from pixlab.training.memory import release_memory
+    release_memory()  # what training freed, before the check's own features and predictions
     K = len(class_names)
     pred_tr, lab_tr, pred_val, lab_val, rf_val = [], [], [], [], []
     agree = counted = 0

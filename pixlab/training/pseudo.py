@@ -91,6 +91,8 @@ def add_pseudo_labels(samples, n_classes, cfg, prep=None) -> None:
         warnings.warn(f"random-forest pseudo-labels stopped at {PSEUDO_SHARE:.0%} of the {cfg.time_limit_s:g} s "
                       f"time limit: {', '.join(map(repr, skipped))} train(s) on the strokes alone where they are "
                       "missing (raise time_limit_s for them)")
+    from pixlab.training.memory import release_memory
+    release_memory()  # the blocks' features, before training allocates its own
 
 
 def _pseudo_whole(s, n_classes: int, cfg, clf, prep) -> bool:
