@@ -53,6 +53,16 @@ def test_same_resolution_is_left_alone(base):
     assert work is img and ds == 1.0
 
 
+def test_an_image_already_at_a_downsampled_models_pixel_size_is_left_alone_silently(base):
+    # A slide's pyramid level (or a crop of it) at 2 µm/px and a model trained at 4x on 0.5 µm/px:
+    # nothing to do and nothing to say (it used to warn "predicting on the image as is").
+    img = Image(base, ["DAPI", "Membrane"], pixel_size=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        work, ds = working_image(img, make_model(downsample=4))
+    assert work is img and ds == 1.0
+
+
 def test_40x_slide_with_20x_model_reads_the_2x_level(tmp_path, base):
     fine = np.repeat(np.repeat(base, 2, axis=1), 2, axis=2)  # the same picture at 0.25 µm/px
     write_ome_tiff(tmp_path / "40x.ome.tif", fine, ["DAPI", "Membrane"], pixel_size=0.25, tile=64)

@@ -213,6 +213,8 @@ def working_image(img: Image, model=None, *, pixel_size=None, downsample=1.0):
     usual = float(downsample)
     if abs(fm - usual) <= TOLERANCE * usual and float(usual).is_integer():
         return (img.downsampled(int(usual)) if usual > 1 else img), usual  # same resolution as training
+    if abs(fm - 1) <= TOLERANCE:  # already at the model's pixel size (e.g. a level or crop of a slide)
+        return img, 1.0
     base, n = _level_for(img, fm)
     rest = fm / n
     if n == 1:
