@@ -77,8 +77,10 @@ def cuda_batch_size(model, tile: int, n_channels: int, max_batch: int = 64, frac
     return int(max(1, min(max_batch, (free * fraction) // per_tile)))
 
 
-#: Tiles per batch on a CPU: more tiles per call do not run faster on a few cores and hold more memory.
-CPU_BATCH_SIZE = 4
+#: Tiles per batch on a CPU: more tiles per call do not run faster on a few cores and hold more memory
+#: (measured, tiny_unet on 512 px tiles of a 12,500 px wide slide level, 2 cores: batch 1 took 43 CPU s
+#: and peaked at 1.47 GiB, batch 4 70 CPU s and 1.85 GiB; bench/whole_slide.py).
+CPU_BATCH_SIZE = 1
 
 
 def inference_batch_size(model, tile: int, n_channels: int, batch_size: int | None = None) -> int:
