@@ -28,9 +28,11 @@ phase ends: exact (no sampling), for that phase alone, imports (torch: ~0.3-0.4 
 user's process pays too. ``start RSS`` is the resident size after the imports, before the phase's
 work. Times are wall and CPU seconds of the phase's work (imports excluded).
 
-Goals (issue #14): peak RSS < 2 GB in every phase; label files < 5 MB; inference time proportional
-to the tissue area (time with skipping / time without ~ the fraction of tiles kept); >= 90 % of
-the sampled points of each class predicted right.
+Goals (issue #14): peak RSS < 2 GB (GiB) in every phase; label files < 5 MB; inference time
+proportional to the tissue area (CPU time with skipping / without ~ the fraction of tiles kept,
+which is the tissue area plus the tiles that touch its edge; CPU time because the wall time of a
+shared machine follows the other jobs; both are printed); >= 90 % of the sampled points of each
+class predicted right.
 
 Usage: ``python bench/whole_slide.py [--side 100000] [--small] [--out DIR] [--time-limit 60]
 [--downsample 8]``. ``--small`` is a 16,000 x 12,800 slide and a 30 s training (two or three minutes
@@ -332,7 +334,8 @@ def _report(args, r: dict) -> list[str]:
         f"inference without skipping: {ns['estimated_s']:.1f} s ({ns['estimated_cpu_s']:.1f} CPU), "
         f"{ns['measured']}: {ns['tiles']} tiles in {ns['seconds']:.1f} s",
         f"ratios: time with / without {time_ratio:.3f} (CPU {cpu_ratio:.3f}); tiles kept {tile_ratio:.3f}; "
-        f"true tissue area {tissue:.3f}; time ratio / tile ratio {time_ratio / tile_ratio:.2f}",
+        f"true tissue area {tissue:.3f}; CPU time ratio / tile ratio {cpu_ratio / tile_ratio:.2f} (the goal uses "
+        f"CPU time: the wall time of a shared machine follows the other jobs)",
         "accuracy on sampled points of the truth ({} per class): {}".format(
             p["points"], ", ".join(f"{c} {acc * 100:.1f} %" for c, acc in zip(CLASSES, p["accuracy"]))),
         "confusion (rows truth, columns predicted {}): {}".format(CLASSES, p["confusion"]),
@@ -341,9 +344,10 @@ def _report(args, r: dict) -> list[str]:
     goals = [
         ("peak RSS < 2 GB in every phase", peak < 2 * GB, f"max {peak / GB:.2f} GB"),
         ("label files < 5 MB", a["labels_bytes"] < 5 * MB, f"{a['labels_bytes'] / MB:.2f} MB"),
-        ("inference time proportional to tissue area", 0.7 <= time_ratio / tile_ratio <= 1.3
+        ("inference time proportional to tissue area", 0.7 <= cpu_ratio / tile_ratio <= 1.3
          and tile_ratio <= tissue + 0.15,
-         f"time ratio {time_ratio:.2f} vs tiles kept {tile_ratio:.2f} (tissue {tissue:.2f})"),
+         f"CPU time ratio {cpu_ratio:.2f} (wall {time_ratio:.2f}) vs tiles kept {tile_ratio:.2f} "
+         f"(tissue {tissue:.2f})"),
         (">= 90 % of the sampled points of each class right", min(p["accuracy"]) >= 0.9,
          f"min {min(p['accuracy']) * 100:.1f} %"),
     ]
