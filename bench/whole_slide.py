@@ -35,7 +35,8 @@ shared machine follows the other jobs; both are printed); >= 90 % of the sampled
 class predicted right.
 
 Usage: ``python bench/whole_slide.py [--side 100000] [--small] [--out DIR] [--time-limit 60]
-[--downsample 8]``. ``--small`` is a 16,000 x 12,800 slide and a 30 s training (two or three minutes
+[--downsample 8] [--phases train,predict]``; ``--phases`` reruns some phases and reads the others'
+results from ``--out`` (``--phases none`` only prints the table again). ``--small`` is a 16,000 x 12,800 slide and a 30 s training (two or three minutes
 in all; its working level has so few tiles that all of them touch tissue: skipping saves nothing
 there). Without ``--out`` the files go to a temporary folder that is removed at the end.
 """
@@ -318,11 +319,11 @@ def _report(args, r: dict) -> list[str]:
                                                    f"skipping: {p['skip_s']:.1f} s"),
     ]
     width = max(len(x[0]) for x in rows)
-    lines.append(f"{'phase'.ljust(width)} | {'wall s':>7} | {'CPU s':>7} | {'peak RSS':>9} | {'start RSS':>9} | notes")
-    lines.append("-" * (width + 1) + "|" + "-" * 9 + "|" + "-" * 9 + "|" + "-" * 11 + "|" + "-" * 11 + "|" + "-" * 40)
+    lines.append(f"{'phase'.ljust(width)} | {'wall s':>7} | {'CPU s':>7} | {'peak RSS':>10} | {'start RSS':>10} | notes")
+    lines.append("-" * (width + 1) + "|" + "-" * 9 + "|" + "-" * 9 + "|" + "-" * 12 + "|" + "-" * 12 + "|" + "-" * 40)
     for name, ph, note in rows:
         lines.append(f"{name.ljust(width)} | {ph['wall_s']:7.1f} | {ph['cpu_s']:7.1f} | "
-                     f"{ph['peak_rss_bytes'] / GB:7.2f} GB | {ph['start_rss_bytes'] / GB:7.2f} GB | {note}")
+                     f"{ph['peak_rss_bytes'] / GB:6.2f} GiB | {ph['start_rss_bytes'] / GB:6.2f} GiB | {note}")
     tile_ratio = p["tiles_kept"] / p["tiles"]
     time_ratio = p["skip_s"] / ns["estimated_s"]
     cpu_ratio = p["skip_cpu_s"] / ns["estimated_cpu_s"]
@@ -330,7 +331,7 @@ def _report(args, r: dict) -> list[str]:
     lines += [
         "",
         f"inference with background skipping: {p['skip_s']:.1f} s ({p['skip_cpu_s']:.1f} CPU), "
-        f"{p['tiles_kept']}/{p['tiles']} tiles; peak RSS of that call {p['rss_skip_bytes'] / GB:.2f} GB",
+        f"{p['tiles_kept']}/{p['tiles']} tiles; peak RSS of that call {p['rss_skip_bytes'] / GB:.2f} GiB",
         f"inference without skipping: {ns['estimated_s']:.1f} s ({ns['estimated_cpu_s']:.1f} CPU), "
         f"{ns['measured']}: {ns['tiles']} tiles in {ns['seconds']:.1f} s",
         f"ratios: time with / without {time_ratio:.3f} (CPU {cpu_ratio:.3f}); tiles kept {tile_ratio:.3f}; "
@@ -342,7 +343,7 @@ def _report(args, r: dict) -> list[str]:
     ]
     peak = max(ph["peak_rss_bytes"] for ph in (w, a, t, p))
     goals = [
-        ("peak RSS < 2 GB in every phase", peak < 2 * GB, f"max {peak / GB:.2f} GB"),
+        ("peak RSS < 2 GiB in every phase", peak < 2 * GB, f"max {peak / GB:.2f} GiB"),
         ("label files < 5 MB", a["labels_bytes"] < 5 * MB, f"{a['labels_bytes'] / MB:.2f} MB"),
         ("inference time proportional to tissue area", 0.7 <= cpu_ratio / tile_ratio <= 1.3
          and tile_ratio <= tissue + 0.15,

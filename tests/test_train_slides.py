@@ -91,7 +91,7 @@ def _near_strokes(y0, x0, labels: LabelStore, margin: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("pseudo", [False, True])
+@pytest.mark.parametrize("pseudo", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_training_on_a_slide_reads_only_blocks_around_the_strokes(slide_cfg, pseudo):
     slide = CountingSlide()
     labels = _strokes()
