@@ -144,3 +144,23 @@ def test_fit_errors(scene):
         clf.predict_proba(image, region=(100, 120, 0, 10))
     with pytest.raises(ValueError, match="sigma_min"):
         FeatureClassifier(sigma_min=8, sigma_max=4)
+
+
+def test_features_equal_scikit_images_multichannel_features_and_are_held_once():
+    # Computed channel by channel into the result (a multichannel call holds them twice).
+    import tracemalloc
+    from skimage.feature import multiscale_basic_features
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (3, 256, 256)).astype(np.float32)
+    ref = multiscale_basic_features(image, intensity=True, edges=True, texture=True, sigma_min=1,
+                                    sigma_max=16, channel_axis=0).astype(np.float32)
+    tracemalloc.start()
+    feats = pixel_features(image)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
+    assert feats.dtype == np.float32 and feats.flags.c_contiguous
+    assert peak < 1.8 * ref.nbytes, f"{peak / 2**20:.0f} MB for {ref.nbytes / 2**20:.0f} MB of features"
+    # A region is cut from the channels' features as they come, equal to the whole image's.
+    np.testing.assert_allclose(pixel_features(image, region=(50, 120, 30, 200)), ref[50:120, 30:200], rtol=1e-5,
+                               atol=1e-6)

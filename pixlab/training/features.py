@@ -127,24 +127,26 @@ def pixel_features(image_norm, sigma_min: float = 1, sigma_max: float = 16, regi
     from skimage.feature import multiscale_basic_features
 
     image = _as_image(image_norm)
+    crop = (slice(None), slice(None))
     if region is not None:
         y0, y1, x0, x1 = _clip_region(region, image.shape[1:])
         m = feature_margin(sigma_max)
         py0, px0 = max(0, y0 - m), max(0, x0 - m)
         py1, px1 = min(image.shape[1], y1 + m), min(image.shape[2], x1 + m)
-        padded = pixel_features(image[:, py0:py1, px0:px1], sigma_min, sigma_max, None, workers)
-        return np.ascontiguousarray(padded[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0])
-    features = multiscale_basic_features(
-        image,
-        intensity=True,
-        edges=True,
-        texture=True,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-        workers=workers,
-        channel_axis=0,
-    )
-    return features.astype(np.float32, copy=False)
+        image = image[:, py0:py1, px0:px1]
+        crop = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
+    # One channel at a time, written into the result: scikit-image stacks its list of feature maps
+    # into a second array, so a whole multichannel call would hold the features twice.
+    out = None
+    for c in range(image.shape[0]):
+        feats = multiscale_basic_features(image[c], intensity=True, edges=True, texture=True,
+                                          sigma_min=sigma_min, sigma_max=sigma_max, workers=workers)[crop]
+        if out is None:
+            out = np.empty(feats.shape[:2] + (image.shape[0] * feats.shape[2],), np.float32)
+        f = feats.shape[2]
+        out[:, :, c * f:(c + 1) * f] = feats
+        del feats
+    return out
 
 
 def n_features(n_channels: int, sigma_min: float = 1, sigma_max: float = 16) -> int:
