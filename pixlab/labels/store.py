@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from pixlab.labels.store_summaries import StoreSummaries
+
 __all__ = ["LabelStore", "is_label_store", "as_label_store", "DEFAULT_CHUNK", "DENSE_PIXELS", "MAX_DENSE_PIXELS"]
 
 #: Chunk side in pixels: 512^2 uint8 = 256 kB per painted chunk (a stroke across a slide touches a
@@ -65,7 +67,7 @@ def _check_shape(shape) -> tuple[int, int]:
     return ny, nx
 
 
-class LabelStore:
+class LabelStore(StoreSummaries):
     """A ``(Y, X)`` label image held as sparse square chunks (0 = unlabelled, ``k`` = class ``k``).
 
     Parameters
@@ -341,97 +343,6 @@ class LabelStore:
         self.dtype = dtype
         self.version += 1
         return self
-
-    # ------------------------------------------------------------------------------------------
-    # Whole-image summaries (chunk by chunk: nothing image-sized is built)
-    # ------------------------------------------------------------------------------------------
-    def any(self) -> bool:
-        """Whether any pixel is labelled."""
-        return any(self._nnz.values()) or bool(self._on_disk)
-
-    def bincount(self, minlength: int = 0) -> np.ndarray:
-        """Pixel count per class id, like ``numpy.bincount(labels.ravel())`` (entry 0: unlabelled pixels)."""
-        counts = np.zeros(max(minlength, 1), np.int64)
-        for key in self._painted_keys():
-            c = np.bincount(self._get(key).ravel())
-            if c.size > counts.size:
-                counts = np.pad(counts, (0, c.size - counts.size))
-            counts[:c.size] += c
-        counts[0] = self.size - int(counts[1:].sum())
-        return counts
-
-    def max(self) -> int:
-        """Largest class id present (0 when nothing is labelled)."""
-        return max((int(self._get(k).max()) for k in self._painted_keys()), default=0)
-
-    def bbox(self):
-        """``(y0, y1, x0, x1)`` bounding box of labelled pixels, or None."""
-        box = None
-        for key in self._painted_keys():
-            arr = self._get(key)
-            rows, cols = np.flatnonzero(arr.any(axis=1)), np.flatnonzero(arr.any(axis=0))
-            y0, _, x0, _ = self._box(key)
-            b = (y0 + rows[0], y0 + rows[-1] + 1, x0 + cols[0], x0 + cols[-1] + 1)
-            box = b if box is None else (min(box[0], b[0]), max(box[1], b[1]), min(box[2], b[2]), max(box[3], b[3]))
-        return None if box is None else tuple(int(v) for v in box)
-
-    def read_max(self, region, factor: int) -> np.ndarray:
-        """``region`` downsampled by block maximum: thin strokes survive (as in training).
-
-        Equals :func:`pixlab.training.samples.downsample_labels` of ``read(region)`` (partial blocks
-        at the bottom/right count as blocks: ``ceil(h / f)`` rows), computed chunk by chunk so a
-        whole slide's labels can be read at a coarse level.
-        """
-        from skimage.measure import block_reduce
-
-        f = int(factor)
-        y0, y1, x0, x1 = self._clip(region)
-        if y1 <= y0 or x1 <= x0:
-            raise ValueError(f"region {region!r} is empty or outside the labels of size {self.shape}")
-        if f <= 1:
-            return self.read((y0, y1, x0, x1))
-        out = np.zeros((-(-(y1 - y0) // f), -(-(x1 - x0) // f)), self.dtype)
-        for key in self._keys_in(y0, y1, x0, x1):
-            arr = self._get(key)
-            if arr is None:
-                continue
-            by0, by1, bx0, bx1 = self._box(key)
-            sy0, sy1, sx0, sx1 = max(y0, by0), min(y1, by1), max(x0, bx0), min(x1, bx1)
-            part = arr[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0]
-            # Pad the piece to block boundaries relative to the region's corner, then reduce.
-            oy, ox = sy0 - y0, sx0 - x0
-            part = np.pad(part, ((oy % f, 0), (ox % f, 0)))
-            small = block_reduce(part, (f, f), np.max)
-            ty, tx = oy // f, ox // f
-            view = out[ty:ty + small.shape[0], tx:tx + small.shape[1]]
-            np.maximum(view, small[:view.shape[0], :view.shape[1]], out=view)
-        return out
-
-    def take(self, rows, cols) -> np.ndarray:
-        """``labels[rows[:, None], cols[None, :]]`` without a dense array (for display at any zoom).
-
-        Parameters
-        ----------
-        rows, cols : 1-D integer arrays
-            Full-resolution row and column indices inside the image, each sorted ascending.
-        """
-        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-        out = np.zeros((rows.size, cols.size), self.dtype)
-        if not rows.size or not cols.size:
-            return out
-        c = self.chunk
-        rk, ck = rows // c, cols // c
-        for key in self._painted_keys():
-            cy, cx = key
-            ri = np.flatnonzero(rk == cy)
-            if not ri.size:
-                continue
-            ci = np.flatnonzero(ck == cx)
-            if not ci.size:
-                continue
-            arr = self._get(key)
-            out[ri[0]:ri[-1] + 1, ci[0]:ci[-1] + 1] = arr[(rows[ri] - cy * c)[:, None], (cols[ci] - cx * c)[None, :]]
-        return out
 
     def live_array(self) -> np.ndarray | None:
         """The dense store's own array (edits show in it), or None for a chunked store."""
