@@ -251,3 +251,61 @@ def test_resume_restores_the_weight_average(tmp_path, tiny_cfg, fluo_sample):
                  checkpoint_dir=tmp_path / "plain")
     with pytest.raises(ValueError, match=r"weight_average='ema' \(checkpoint: 'none'\)"):
         pixlab.train([(img, labels)], cfg, class_names=names, resume=tmp_path / "plain", progress=False)
+
+
+def test_pseudo_margin_drops_pseudo_labels_next_to_the_forest_boundary():
+    from pixlab.training.pseudo import _confident
+    p = np.zeros((2, 10, 20), np.float32)
+    p[0, :, :10], p[1, :, 10:] = 0.95, 0.95      # class 1 left, class 2 right, confident everywhere
+    p[1, :, :10], p[0, :, 10:] = 0.05, 0.05
+    p[:, 0, 0] = 0.5                             # one unconfident pixel
+    plain = _confident(p, 0.8)
+    assert plain[0, 0] == 0 and (plain[:, 9] == 1).all() and (plain[:, 10] == 2).all()
+    lab = _confident(p, 0.8, margin=3)
+    # columns 7..12 lie within 3 px of the class change between columns 9 and 10
+    assert (lab[:, 7:13] == 0).all()
+    assert (lab[1:, :7] == 1).all() and (lab[:, 13:] == 2).all() and lab[0, 0] == 0
+
+
+def test_edge_loss_is_lowest_with_the_boundary_on_the_image_edge():
+    from pixlab.training.losses import edge_loss
+    g = torch.Generator().manual_seed(0)
+    x = 0.05 * torch.randn(2, 1, 32, 32, generator=g)
+    x[..., 16:] += 1.0                                   # an intensity step between columns 15 and 16
+
+    def logits(col):
+        z = torch.zeros(2, 2, 32, 32)
+        z[:, 0, :, :col], z[:, 1, :, col:] = 8.0, 8.0
+        return z
+    on, off, flat = edge_loss(logits(16), x), edge_loss(logits(12), x), edge_loss(logits(0), x)
+    assert float(flat) < 1e-3                           # one class everywhere: neighbours agree
+    assert float(on) < 0.2 * float(off)                 # a class change costs least across the edge
+    z = logits(12).requires_grad_()
+    edge_loss(z, x).backward()
+    assert z.grad.abs().sum() > 0
+
+
+def test_pseudo_margin_on_a_whole_image_sees_class_changes_across_row_bands(monkeypatch):
+    from types import SimpleNamespace
+    from pixlab.training import pseudo
+    monkeypatch.setattr(pseudo, "PSEUDO_BAND_PIXELS", 40 * 5)     # bands of 5 rows: the change at a band edge
+    H, W = 20, 40
+
+    class Forest:                                                # class 2 below row 10, confident
+        def fit(self, *a, **k):
+            return self
+
+        def predict_proba(self, cache, region):
+            y0, y1 = region[0], region[1]
+            p = np.zeros((2, y1 - y0, W), np.float32)
+            rows = np.arange(y0, y1)[:, None]
+            p[1] = np.where(rows >= 10, 0.95, 0.05)
+            p[0] = 1 - p[1]
+            return p
+
+    s = SimpleNamespace(cache=np.zeros((1, H, W), np.float32), train_labels=np.zeros((H, W), np.uint8), pseudo=None)
+    prep = SimpleNamespace(check=lambda: None, over_share=lambda share: False)
+    cfg = SimpleNamespace(pseudo_threshold=0.8, pseudo_margin=2)
+    assert pseudo._pseudo_whole(s, 2, cfg, Forest(), prep)
+    assert (s.pseudo[8:12] == 0).all()                           # rows 8..11: within 2 px of the change
+    assert (s.pseudo[:8] == 1).all() and (s.pseudo[12:] == 2).all()

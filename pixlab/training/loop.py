@@ -18,7 +18,7 @@ import numpy as np
 
 from pixlab.training.augmentation import collate
 from pixlab.training.distributed import all_reduce, broadcast_buffers
-from pixlab.training.losses import confusion, miou_from_confusion, sparse_loss
+from pixlab.training.losses import confusion, edge_loss, miou_from_confusion, sparse_loss
 from pixlab.training.sampling import Prefetcher
 from pixlab.training.seeding import seeded, step_seed
 
@@ -116,6 +116,8 @@ def _step(run: Run, x, y, p) -> float:
     with torch.autocast(torch.device(run.device).type, enabled=run.scaler is not None):
         logits = run.fwd(x)
     loss = sparse_loss(logits.float(), y, p, cfg, run.class_weights)
+    if cfg.edge_weight:
+        loss = loss + cfg.edge_weight * edge_loss(logits.float(), x)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
         run.scaler.step(run.opt)

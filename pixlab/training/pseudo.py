@@ -105,21 +105,43 @@ def _pseudo_whole(s, n_classes: int, cfg, clf, prep) -> bool:
     H, W = s.cache.shape[1:]
     out = np.zeros((H, W), np.uint8 if n_classes <= 255 else np.uint16)
     rows = max(1, PSEUDO_BAND_PIXELS // W)
+    margin = getattr(cfg, "pseudo_margin", 0)
+    best = np.zeros_like(out) if margin else None  # the forest's class everywhere, for pseudo_margin
     for y0 in range(0, H, rows):
         prep.check()
         if prep.over_share(PSEUDO_SHARE):
-            s.pseudo = out
+            s.pseudo = _drop_near_class_changes(out, best, margin)
             return False
         region = (y0, min(H, y0 + rows), 0, W)
-        out[region[0]:region[1]] = _confident(clf.predict_proba(s.cache, region=region), cfg.pseudo_threshold)
-    s.pseudo = out
+        p = clf.predict_proba(s.cache, region=region)
+        out[region[0]:region[1]] = _confident(p, cfg.pseudo_threshold)
+        if margin:
+            from pixlab.labels.classids import argmax_labels
+            best[region[0]:region[1]] = argmax_labels(p)
+    s.pseudo = _drop_near_class_changes(out, best, margin)
     return True
 
 
-def _confident(p, threshold) -> np.ndarray:
+def _confident(p, threshold, margin: int = 0) -> np.ndarray:
+    """Argmax labels where the forest's probability reaches ``threshold``, 0 elsewhere; with
+    ``margin`` > 0 also 0 within ``margin`` px of a change of the forest's class (see
+    :func:`_drop_near_class_changes`)."""
     from pixlab.labels.classids import argmax_labels
     lab = argmax_labels(p)  # uint16 beyond 255 classes
+    best = lab.copy() if margin else None
     lab[p.max(0) < threshold] = 0
+    return _drop_near_class_changes(lab, best, margin)
+
+
+def _drop_near_class_changes(lab, best, margin: int) -> np.ndarray:
+    """``lab`` with 0 within ``margin`` px of a change of ``best`` (the forest's class): the forest
+    errs at its boundaries (a confident halo around blurred objects), and strokes, drawn 3 px from
+    boundaries, never label them either (``TrainConfig.pseudo_margin``)."""
+    if not margin or best is None:
+        return lab
+    from scipy import ndimage as ndi
+    size = 2 * int(margin) + 1
+    lab[ndi.maximum_filter(best, size) != ndi.minimum_filter(best, size)] = 0
     return lab
 
 
@@ -192,7 +214,8 @@ def _pseudo_in_context(s, blocks, n_classes: int, cfg, clf, prep, budget: int) -
         feats = kept.pop(region, None)
         if feats is None:
             feats = _block_features(s, clf, region, m)
-        out.write(region, _confident(clf.predict_proba_features(feats), cfg.pseudo_threshold))
+        out.write(region, _confident(clf.predict_proba_features(feats), cfg.pseudo_threshold,
+                                           getattr(cfg, "pseudo_margin", 0)))
         del feats
     out.mark_clean()
     s.pseudo = out
