@@ -268,14 +268,19 @@ class LabelStore(StoreSummaries):
                 f"{(y1 - y0) * (x1 - x0) * self.dtype.itemsize / 2**30:.1f} GB; read smaller regions or "
                 "iterate over painted_chunks()")
         out = np.zeros((y1 - y0, x1 - x0), self.dtype)
+        for (sy0, sy1, sx0, sx1), part in self._painted_parts(y0, y1, x0, x1):
+            out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = part
+        return out
+
+    def _painted_parts(self, y0, y1, x0, x1):
+        """Yield ``((sy0, sy1, sx0, sx1), labels there)`` for each painted chunk's overlap with the region."""
         for key in self._keys_in(y0, y1, x0, x1):
             arr = self._get(key)
             if arr is None:
                 continue
             by0, by1, bx0, bx1 = self._box(key)
             sy0, sy1, sx0, sx1 = max(y0, by0), min(y1, by1), max(x0, bx0), min(x1, bx1)
-            out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = arr[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0]
-        return out
+            yield (sy0, sy1, sx0, sx1), arr[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0]
 
     def write(self, region, values) -> None:
         """Set ``region`` ``(y0, y1, x0, x1)`` (inside the image) to ``values`` (same shape).

@@ -13,7 +13,7 @@ __all__ = ["StoreSummaries"]
 
 
 class StoreSummaries:
-    """Mixin of :class:`~pixlab.labels.store.LabelStore`: it provides ``_painted_keys``, ``_get``,
+    """Mixin of :class:`~pixlab.labels.store.LabelStore`: it provides ``_painted_keys``, ``_painted_parts``, ``_get``,
     ``_box``, ``_clip``, ``_keys_in``, ``read``, ``chunk``, ``shape``, ``size``, ``dtype``, ``_nnz``
     and ``_on_disk``."""
 
@@ -63,13 +63,7 @@ class StoreSummaries:
         if f <= 1:
             return self.read((y0, y1, x0, x1))
         out = np.zeros((-(-(y1 - y0) // f), -(-(x1 - x0) // f)), self.dtype)
-        for key in self._keys_in(y0, y1, x0, x1):
-            arr = self._get(key)
-            if arr is None:
-                continue
-            by0, by1, bx0, bx1 = self._box(key)
-            sy0, sy1, sx0, sx1 = max(y0, by0), min(y1, by1), max(x0, bx0), min(x1, bx1)
-            part = arr[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0]
+        for (sy0, _, sx0, _), part in self._painted_parts(y0, y1, x0, x1):
             # Pad the piece to block boundaries relative to the region's corner, then reduce.
             oy, ox = sy0 - y0, sx0 - x0
             part = np.pad(part, ((oy % f, 0), (ox % f, 0)))

@@ -72,10 +72,10 @@ def add_pseudo_labels(samples, n_classes, cfg, prep=None) -> None:
             continue
         clf = FeatureClassifier(seed=cfg.seed, n_jobs=1)
         large = s.cache is None or s.cache.shape[1] * s.cache.shape[2] > 4096 * 4096
-        if not large:
-            C, h, w = s.cache.shape
-            fits = 4 * n_features(C, clf.sigma_min, clf.sigma_max) * h * w <= PSEUDO_FEATURE_BYTES
-        if not large and fits and h * w <= (share or 2**62):
+        # whole when its features fit in memory and its pixels in the time budget
+        whole = not large and (4 * n_features(s.cache.shape[0], clf.sigma_min, clf.sigma_max) * s.cache[0].size
+                               <= PSEUDO_FEATURE_BYTES) and s.cache[0].size <= (share or 2**62)
+        if whole:
             done = _pseudo_whole(s, n_classes, cfg, clf, prep)
         else:
             if large and s.context is None:
