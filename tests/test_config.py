@@ -69,6 +69,12 @@ def test_resolved_cpu_quick_only_for_short_cpu_runs():
     assert not quick.early_stopping
     standard = TrainConfig(device="cpu").resolved()
     assert standard.weight_average == "none" and standard.early_stopping
+    # boundaries no stroke touches: the quick recipe keeps pseudo-labels off the forest's edges and adds
+    # the edge-aware smoothness term; the guide's recipe has neither, and a value the user set is kept
+    assert quick.pseudo_margin == 3 and quick.edge_weight == 3.0
+    assert standard.pseudo_margin == 0 and standard.edge_weight == 0.0
+    kept = TrainConfig(device="cpu", time_limit_s=120, pseudo_margin=0, edge_weight=0).resolved()
+    assert kept.pseudo_margin == 0 and kept.edge_weight == 0
 
 
 def test_cpu_threads_all_cores_only_for_the_quick_recipe(monkeypatch):
