@@ -62,6 +62,7 @@ def test_a_time_limit_budgets_pseudo_labels_of_an_in_memory_image(tiny_cfg, big_
     from pixlab.image.normalize import compute_stats
     from pixlab.training.samples import build_samples, prepare_samples, split_strokes
     img, labels, names = big_sample
+    tiny_cfg = tiny_cfg.resolved()  # as train() passes it on
 
     def samples(cfg):
         images, labs, _ = prepare_samples([(img, labels)], cfg, names)
