@@ -2,11 +2,11 @@
 
 Every case is a function ``(seed) -> (Image, truth, class_names)`` with ``truth`` a ``(Y, X)`` uint8
 mask holding classes ``1..K`` (1 = background) everywhere. Synthetic images are 512 x 512 so runs
-compare with QUALITY-NOTES; the IHC sample keeps its own size. The generators are made hard on
+compare with docs/quality.md; the IHC sample keeps its own size. The generators are made hard on
 purpose (uneven illumination, blur, noise, dim or weak signal, colour drift, texture-only contrast,
 strokes far from boundaries) so that the random-forest baseline scores about 0.6-0.85, as on real
 images: a case on which the forest is nearly perfect cannot tell a good training recipe from a bad
-one (QUALITY-NOTES).
+one (docs/quality.md).
 
 ``CASES`` maps a case name to a :class:`Case` (generator, Otsu rule, stroke placement).
 """
@@ -303,7 +303,7 @@ class Case:
         (None: the case has no meaningful 3-class split).
     deep : dict
         Stroke margins per class id (pixels from the class boundary) when strokes must stay far from
-        boundaries; empty = the QUALITY-NOTES 3 px everywhere.
+        boundaries; empty = the docs/quality.md 3 px everywhere.
     note : str
         One line for the report.
     """

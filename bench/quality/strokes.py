@@ -1,4 +1,4 @@
-"""Simulated brush strokes, as QUALITY-NOTES describes them.
+"""Simulated brush strokes, as docs/quality.md describes them.
 
 Per class: ``n`` strokes, each a smooth random walk 10-20 px long drawn with a disk brush of radius 2,
 with every stroke pixel inside the class region eroded by ``margin`` px (3 by default, so a stroke

@@ -4,7 +4,7 @@ Defaults are the "first training run" settings of the QuPath DL pixel-classifier
 (UNet, resnet34, 50 epochs, batch 8, lr 1e-3, tile 512, pretrained, One Cycle, CE + Dice, early
 stopping). ``recipe="auto"`` swaps in a CPU-quick recipe only when training runs on a CPU under a short
 ``time_limit_s``: there the number of optimizer steps matters more than capacity (see
-QUALITY-NOTES: a resnet34 UNet makes ~70 steps in 3 minutes on 2 cores and loses to a random forest).
+docs/quality.md: a resnet34 UNet makes ~70 steps in 3 minutes on 2 cores and loses to a random forest).
 """
 
 from __future__ import annotations

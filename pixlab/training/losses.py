@@ -14,7 +14,7 @@ def sparse_loss(logits, target, pseudo, cfg, class_weights):
 
     Not ``smp.losses``: their losses reduce over the batch, and the class-balanced means here
     (``pseudo_balance``, ``stroke_balance``) need the per-pixel terms; the balanced pseudo-label
-    mean was measured to matter (QUALITY-NOTES / stop 11: draw 1 of bench/sparse_strokes.py 0.978 ->
+    mean was measured to matter (docs/quality.md / stop 11: draw 1 of bench/sparse_strokes.py 0.978 ->
     0.993 IoU, the nuclei no longer shrunk by background-heavy pseudo-labels).
     """
     import torch

@@ -39,7 +39,7 @@ def pseudo_budget(cfg) -> int | None:
 
 
 def add_pseudo_labels(samples, n_classes, cfg, prep=None) -> None:
-    """Random-forest pseudo-labels on confident unlabelled pixels (QUALITY-NOTES: +0.02-0.05 IoU).
+    """Random-forest pseudo-labels on confident unlabelled pixels (docs/quality.md: +0.02-0.05 IoU).
 
     In-memory images whose features fit :data:`PSEUDO_FEATURE_BYTES` (1024 x 1024 RGB) get them
     everywhere, unless a time limit's budget (:func:`pseudo_budget`, shared by the images) is

@@ -1,7 +1,7 @@
 """What the recipes choose for the TrainConfig fields left at 'auto' (see ``TrainConfig.resolved``).
 
 ``standard`` is the guide's first training run; ``cpu_quick`` is the recipe measured for minutes of
-training on a CPU (QUALITY-NOTES, bench/sparse_strokes.py, bench/quality). Each choice carries its
+training on a CPU (docs/quality.md, bench/sparse_strokes.py, bench/quality). Each choice carries its
 reason, which training prints.
 """
 
@@ -30,7 +30,7 @@ def quick_choices(cfg, auto: dict) -> list[tuple[str, Any, str]]:
     if auto["architecture"]:
         if auto["encoder"] or cfg.encoder == "none":
             out.append(("architecture", "tiny_unet", "a 3-level UNet makes ~10x the optimizer steps of a "
-                        "resnet UNet in the same time (QUALITY-NOTES)"))
+                        "resnet UNet in the same time (docs/quality.md)"))
         else:
             out.append(("architecture", "unet", f"encoder={cfg.encoder!r} was set: a UNet on that encoder"))
     tiny = (out[0][1] if out else cfg.architecture) == "tiny_unet"
@@ -46,7 +46,7 @@ def quick_choices(cfg, auto: dict) -> list[tuple[str, Any, str]]:
     if auto["scheduler"]:
         out.append(("scheduler", "none", "a constant rate: the run ends at the time limit, not at a planned epoch"))
     if auto["loss"]:
-        out.append(("loss", "ce", "on sparse strokes Dice lowered the IoU (QUALITY-NOTES)"))
+        out.append(("loss", "ce", "on sparse strokes Dice lowered the IoU (docs/quality.md)"))
     if auto["early_stopping"]:
         out.append(("early_stopping", False, "the few held-out strokes saturate within a minute; the whole "
                     "time budget is used"))

@@ -1,6 +1,6 @@
 """Training a pixel classifier from sparse labels (brush strokes): :func:`train`.
 
-Design (see QUALITY-NOTES): the loss only sees labelled pixels; tiles are sampled around labelled
+Design (see docs/quality.md): the loss only sees labelled pixels; tiles are sampled around labelled
 pixels so every class is seen each epoch; a fraction of strokes per class is held out to choose the
 best epoch; optional random-forest pseudo-labels add signal on unlabelled pixels. Batches are prepared
 in a background thread so that data loading overlaps the optimizer step.
