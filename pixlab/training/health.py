@@ -10,6 +10,10 @@ module compares the two on the user's own strokes, with no ground truth:
   with one class scores 0 on every other class);
 * **worse than the forest**: on the held-out strokes, the network's balanced accuracy is more than
   0.05 below that of a random forest fitted on the same training strokes (the preview).
+* **too few steps**: the time limit stopped training after fewer than :data:`MIN_STEPS` optimizer
+  steps. The held-out strokes cannot tell such a network from a good one: lying away from boundaries,
+  they are easy, while on the rest of the image runs of 80 steps scored from 0.26 below to 0.08 above
+  the preview over three stroke draws (bench/quality/steps.py, docs/quality.md).
 
 What happens then (decided here, documented in docs/ARCHITECTURE.md): the network is still returned
 (``Model.network`` must be the module that predict and every export run), but one clear warning says
@@ -30,8 +34,14 @@ MAX_CHECK_PIXELS = 4_000_000  # whole images up to this (and 256 MB of forest fe
 # 512 px windows on the strokes, one at a time
 
 
+#: Fewer optimizer steps than this, stopped by the time limit: "few_steps" (480 steps, what 180 s
+#: give the CPU recipe on 2 cores, stayed within 0.01 of the preview or above on every case and draw).
+MIN_STEPS = 200
+
+
 class TrainingQualityWarning(UserWarning):
-    """The trained network collapsed, or is clearly worse than the random-forest preview."""
+    """The trained network collapsed, is clearly worse than the random-forest preview, or the time limit
+    allowed too few optimizer steps to tell."""
 
 
 def _windows(sample, max_pixels: int, size: int = 512):
@@ -53,7 +63,7 @@ def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray, K: int) -> float:
 
 
 def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int = MAX_CHECK_PIXELS,
-                  warn: bool = True) -> dict:
+                  warn: bool = True, steps: int | None = None, stopped_by_time: bool = False) -> dict:
     """Compare a trained network with the random-forest preview on the training strokes.
 
     Parameters
@@ -69,11 +79,15 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
         At most this many pixels are predicted (windows around strokes on large images).
     warn : bool
         Issue a :class:`TrainingQualityWarning` when the status is not "ok".
+    steps : int, optional
+        Optimizer steps the run made (``None``: not known, not checked).
+    stopped_by_time : bool
+        The time limit ended the run; with fewer than :data:`MIN_STEPS` steps the status is "few_steps".
 
     Returns
     -------
     dict
-        ``status`` ("ok", "collapsed", "worse_than_preview" or "not_checked"), ``message``,
+        ``status`` ("ok", "collapsed", "worse_than_preview", "few_steps" or "not_checked"), ``message``,
         ``recommend`` ("network" or "preview"), ``stroke_recall`` (per class, network on training
         strokes), ``heldout_accuracy`` and ``preview_heldout_accuracy`` (balanced accuracy on the
         held-out strokes), ``agreement`` (fraction of checked pixels where network and preview agree),
@@ -135,6 +149,13 @@ def quality_check(model, samples, class_names, *, seed: int = 0, max_pixels: int
             f"the trained network is worse than the instant preview (random forest) on the held-out strokes: "
             f"{net_acc:.0%} vs {rf_acc:.0%} right (balanced accuracy); they agree on {out['agreement']:.0%} of "
             "the image. Try a longer time_limit_s, more strokes where they disagree, or use the preview"))
+    elif stopped_by_time and steps is not None and steps < MIN_STEPS:
+        out.update(status="few_steps", recommend="preview", message=(
+            f"the time limit stopped training after only {steps} optimizer steps (fewer than {MIN_STEPS}): "
+            "at that length networks trained from strokes ranged from far worse to better than the instant "
+            f"preview on the rest of the image, and the held-out strokes ({net_acc:.0%} right, preview "
+            f"{rf_acc:.0%}) cannot tell which this one is. Try: a longer time_limit_s, leave architecture, "
+            "encoder and tile_size at 'auto' (the CPU recipe makes ~10x more optimizer steps), or use the preview"))
     else:
         out.update(status="ok", recommend="network", message=(
             f"network right on {net_acc:.0%} of the held-out strokes (preview {rf_acc:.0%}); agreement with "

@@ -336,7 +336,9 @@ def _train(samples, cfg, user_cfg, class_names, colours, callbacks, cancel, chec
         budget = pseudo_budget(cfg)
         check = quality_check(model, samples_, class_names, seed=cfg.seed,
                               max_pixels=MAX_CHECK_PIXELS if budget is None else min(MAX_CHECK_PIXELS,
-                                                                                     max(2**20, budget)))
+                                                                                     max(2**20, budget)),
+                              steps=sum(int(h.get("steps", 0)) for h in run.history),
+                              stopped_by_time=stop_reason == "time_limit")
         model.metadata["quality_check"] = check
     run.emit({"event": "end", "stop_reason": stop_reason, "best_epoch": run.best["epoch"],
               "epochs_run": len(run.history), "quality_check": model.metadata.get("quality_check")})
