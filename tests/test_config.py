@@ -73,6 +73,9 @@ def test_resolved_cpu_quick_only_for_short_cpu_runs():
     # the edge-aware smoothness term; the guide's recipe has neither, and a value the user set is kept
     assert quick.pseudo_margin == 3 and quick.edge_weight == 3.0
     assert standard.pseudo_margin == 0 and standard.edge_weight == 0.0
+    # the edge term only where it was measured to help: the quick recipe's tiny_unet, not an encoder UNet
+    encoder_net = TrainConfig(device="cpu", time_limit_s=120, encoder="resnet18", pretrained=False).resolved()
+    assert encoder_net.architecture == "unet" and encoder_net.edge_weight == 0 and encoder_net.pseudo_margin == 3
     kept = TrainConfig(device="cpu", time_limit_s=120, pseudo_margin=0, edge_weight=0).resolved()
     assert kept.pseudo_margin == 0 and kept.edge_weight == 0
 

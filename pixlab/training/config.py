@@ -64,7 +64,7 @@ class TrainConfig:
     optimizer: str = _f("adamw", "Optimizer.", "training", choices=("adamw", "adam", "sgd"))
     scheduler: str = _f("auto", "Learning-rate schedule; 'auto' = one_cycle (none in the cpu_quick recipe).", "training", choices=("auto", "one_cycle", "cosine", "plateau", "none"))
     loss: str = _f("auto", "Loss on labelled pixels: cross-entropy, Dice, both, or focal; 'auto' = ce_dice (ce in the cpu_quick recipe: Dice lowered IoU on sparse strokes).", "training", choices=("auto", "ce", "dice", "ce_dice", "focal"))
-    edge_weight: float | str = _f("auto", "Weight of an edge-aware smoothness loss on all pixels (neighbours share a class unless the image changes there), which places boundaries that no stroke touches on image edges; 0 = off; 'auto' = 3 in the cpu_quick recipe, else 0.", "training", min=0.0, max=100.0)
+    edge_weight: float | str = _f("auto", "Weight of an edge-aware smoothness loss on all pixels (neighbours share a class unless the image changes there), which places boundaries that no stroke touches on image edges; 0 = off; 'auto' = 3 for tiny_unet in the cpu_quick recipe, else 0.", "training", min=0.0, max=100.0)
     dice_weight: float = _f(0.5, "Weight of the Dice term in ce_dice.", "training", min=0.0, max=10.0)
     focal_gamma: float = _f(2.0, "Focusing parameter of the focal loss.", "training", min=0.0, max=10.0)
     class_weights: Any = _f(None, "Per-class loss weight multipliers: a list (one per class) or {class name: weight}; for unbalanced annotations.", "training")

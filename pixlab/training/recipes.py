@@ -60,8 +60,12 @@ def quick_choices(cfg, auto: dict) -> list[tuple[str, Any, str]]:
         out.append(("pseudo_margin", 3, "the forest's confident pixels next to its own boundaries are often wrong "
                     "(bench/quality/steps.py)"))
     if auto["edge_weight"]:
-        out.append(("edge_weight", 3.0, "strokes keep away from boundaries; an edge-aware smoothness term puts "
-                    "them on image edges (bench/quality/steps.py)"))
+        if tiny:
+            out.append(("edge_weight", 3.0, "strokes keep away from boundaries; an edge-aware smoothness term "
+                        "puts them on image edges (docs/quality.md)"))
+        else:  # measured: a resnet18 UNet's ~80 steps in 180 s went from 0.651 to 0.457 IoU on a draw
+            out.append(("edge_weight", 0.0, "the edge-aware term was measured to help tiny_unet only; an encoder "
+                        "network's few steps in the time limit did worse with it (docs/quality.md)"))
     if cfg.patches_per_epoch is None:
         out.append(("patches_per_epoch", 128, "longer epochs: validating after every 4 tiny steps cost a third "
                     "of the time"))
