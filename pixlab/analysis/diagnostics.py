@@ -9,6 +9,8 @@ and the brush annotator only display what is computed here.
   table (loss, disagreement, mIoU, thumbnails) and the loss-curve diagnosis.
 - :func:`pixel_maps` / :func:`plot_maps` / :func:`map_overlay`: per-pixel loss, confidence, entropy,
   margin and disagreement over a whole image.
+- :func:`labelled_region`: the part of a whole slide those in-memory diagnostics (maps, suggestions,
+  refinements, AdaBN) run on: the window around its densest cluster of strokes.
 - :func:`diagnose_history`: names the guide's loss-curve pattern and its suggested actions.
 - :func:`next_steps`: the guide's advice from all of the above.
 - Guided annotation (:mod:`pixlab.analysis.active`) and distribution shift (:mod:`pixlab.analysis.shift`) are
@@ -29,6 +31,7 @@ from pixlab.analysis.history import Diagnosis, diagnose_history
 from pixlab.analysis.maps import MAP_STYLES, map_overlay, pixel_maps
 from pixlab.analysis.metrics import confusion_matrix, iou_from_confusion, mean_iou, metrics_from_confusion  # noqa: F401
 from pixlab.analysis.plots import plot_confusion, plot_history, plot_maps, plot_suggestions, plot_tiles
+from pixlab.analysis.region import LabelledRegion, labelled_region
 from pixlab.analysis.shift import adabn, intensity_stats, ood_check
 
 __all__ = [
@@ -44,6 +47,8 @@ __all__ = [
     "pixel_maps",
     "plot_maps",
     "map_overlay",
+    "labelled_region",
+    "LabelledRegion",
     "diagnose_history",
     "plot_history",
     "plot_suggestions",

@@ -19,6 +19,7 @@ from pixlab.analysis.metrics import EPS as _EPS, confusion_matrix, mean_iou, met
 from pixlab.analysis.plots import plot_confusion, plot_tiles
 from pixlab.inference.backends import inference_batch_size
 from pixlab.labels.classids import argmax_labels
+from pixlab.training.strokes import is_store, read_labels
 
 __all__ = ["Report", "evaluate", "tiles_with_confusion", "SPLITS"]
 
@@ -141,11 +142,13 @@ class Report:
 
 
 def _prepare(model, samples):
-    """Open, match channels, validate and downsample like the trainer. Returns [(img, labels)]."""
+    """Open, match channels, validate and downsample like the trainer. Returns [(img, labels)].
+
+    Labels of a whole slide stay a chunked label store, as in training (nothing slide-sized is built).
+    """
     from pixlab.image.io import open_image
-    from pixlab.labels.masks import load_labels, validate_labels
     from pixlab.inference.predict import match_channels
-    from pixlab.training.samples import downsample_labels
+    from pixlab.training.samples import downsample_sample_labels, open_labels
 
     if isinstance(samples, tuple) and len(samples) == 2 and not isinstance(samples[0], (list, tuple)):
         samples = [samples]  # one (image, labels) pair
@@ -158,14 +161,13 @@ def _prepare(model, samples):
             raise ValueError(f"samples[{i}] must be an (image, labels) pair, got {type(pair).__name__}")
         img, lab = pair
         img = match_channels(model, open_image(img))
-        lab = load_labels(lab) if isinstance(lab, (str, bytes)) or hasattr(lab, "__fspath__") else lab
-        lab = validate_labels(lab, img.shape[1:], model.class_names)
+        lab = open_labels(lab, img.shape[1:], model.class_names, f"labels of samples[{i}]")
         if not lab.any():
             raise ValueError(f"labels of samples[{i}] (image '{img.name}') have no labelled pixel; brush some "
                              f"strokes or pass the label file saved by the annotator")
         if ds > 1:
             img = img.downsampled(ds)
-            lab = downsample_labels(lab, ds)[: img.shape[1], : img.shape[2]]
+            lab = downsample_sample_labels(lab, ds, img.shape[1:])
         out.append((img, lab))
     return out
 
@@ -204,9 +206,12 @@ def _predict_region(model, img, stats, region, batch_size: int) -> np.ndarray:
     from pixlab.inference.predict import tile_reader
     from pixlab.inference.tiling import predict_tiled
 
+    from pixlab.image.image import Image
+
     y0, y1, x0, x1 = region
-    read = tile_reader(img, stats)
-    return predict_tiled(lambda a, b, c, d: read(a + y0, b + y0, c + x0, d + x0), (y1 - y0, x1 - x0),
+    # A view of the window (lazy for a slide): the reader's row bands span the window, not the slide.
+    window = Image(img.data[:, y0:y1, x0:x1], img.channel_names, img.pixel_size, name=img.name)
+    return predict_tiled(tile_reader(window, stats), (y1 - y0, x1 - x0),
                          model.n_classes, model.infer_batch, tile=model.inference_tile_size,
                          overlap=model.config.tile_overlap, batch_size=batch_size)
 
@@ -229,7 +234,10 @@ def _label_windows(labels: np.ndarray, block: int):
     from skimage.measure import label as cc_label
 
     H, W = labels.shape
-    has = block_reduce(labels > 0, (block, block), np.max)
+    if is_store(labels):  # painted chunks only
+        has = labels.read_max((0, H, 0, W), block) > 0
+    else:
+        has = block_reduce(labels > 0, (block, block), np.max)
     groups = cc_label(ndi.binary_dilation(has, np.ones((3, 3), bool)), connectivity=2)
     out = []
     for r in regionprops(groups):
@@ -307,20 +315,21 @@ def evaluate(model, samples, split: bool | None = None, *, tile_size: int | None
             probs = _predict_region(model, img, stats, win, bs)
             pred = argmax_labels(probs)
             mine = np.repeat(np.repeat(own, block, 0), block, 1)[: wy1 - wy0, : wx1 - wx0]
-            for s, labs in split_labels.items():
-                confusion[s] += confusion_matrix(np.where(mine, labs[i][wy0:wy1, wx0:wx1], 0), pred, K)
+            # This window's labels of each split (a slide's label store is read here only).
+            win_labs = {s: read_labels(labs[i], *win) for s, labs in split_labels.items()}
+            for s, wl in win_labs.items():
+                confusion[s] += confusion_matrix(np.where(mine, wl, 0), pred, K)
             for by, bx in zip(*np.nonzero(own)):
                 ty, tx = wy0 + int(by) * block, wx0 + int(bx) * block
                 ty1, tx1 = min(ty + block, wy1), min(tx + block, wx1)
-                tl = lab[ty:ty1, tx:tx1]
                 sl = (slice(ty - wy0, ty1 - wy0), slice(tx - wx0, tx1 - wx0))
                 tp, tpred = probs[(slice(None),) + sl], pred[sl]
-                f = max(1, math.ceil(max(tl.shape) / thumb_size))
+                f = max(1, math.ceil(max(ty1 - ty, tx1 - tx) / thumb_size))
                 thumbs = None
-                for s, labs in split_labels.items():
+                for s, wl in win_labs.items():
                     if s == "all" and len(split_labels) > 1:
                         continue  # with a known split each labelled pixel is in exactly one row
-                    sl_lab = labs[i][ty:ty1, tx:tx1]
+                    sl_lab = wl[sl]
                     m = sl_lab > 0
                     if not m.any():
                         continue

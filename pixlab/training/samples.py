@@ -18,7 +18,7 @@ import numpy as np
 
 from pixlab.training.strokes import is_store, read_labels
 
-__all__ = ["Sample", "prepare_samples", "split_strokes", "downsample_labels", "fingerprint",
+__all__ = ["Sample", "prepare_samples", "open_labels", "downsample_sample_labels", "split_strokes", "downsample_labels", "fingerprint",
            "build_samples", "add_pseudo_labels", "label_stats", "IN_MEMORY_PIXELS"]
 
 # Images up to this many pixels (per channel) are normalized once and kept in memory for tile
@@ -166,15 +166,65 @@ def _present(lab) -> set:
     return set(np.unique(lab).tolist())
 
 
+def open_labels(lab, image_shape_yx, class_names, what: str = "labels"):
+    """Labels of one image as training and evaluation read them: an array, or a chunked label store.
+
+    Parameters
+    ----------
+    lab : array, LabelStore, or path
+        A label image file, a slide's ``.labels.zarr`` folder (read chunk by chunk), an array or a
+        :class:`~pixlab.labels.store.LabelStore`.
+    image_shape_yx : (int, int)
+        The image's level-0 size the labels must have.
+    class_names : list of str or None
+        Class ids above ``len(class_names)`` are refused; None: any id.
+    what : str
+        How error messages name these labels (e.g. ``"labels of samples[0]"``).
+
+    Returns
+    -------
+    numpy.ndarray or LabelStore
+        A store for images beyond :data:`IN_MEMORY_PIXELS` (checked chunk by chunk, never made dense),
+        an array (validated) otherwise.
+    """
+    from pixlab.labels.masks import load_labels, validate_labels
+
+    if isinstance(lab, (str, Path)) and Path(lab).suffix == ".zarr" and Path(lab).is_dir():
+        from pixlab.labels.chunkfile import open_chunks
+        lab = open_chunks(lab)  # a slide's .labels.zarr: read chunk by chunk
+    elif isinstance(lab, (str, Path)):
+        lab = load_labels(lab)
+    if is_store(lab):
+        lab = _store_labels(lab, image_shape_yx, None if class_names is None else len(class_names), what)
+    if not is_store(lab):
+        lab = np.asarray(lab)
+        n_cls = len(class_names) if class_names is not None else max(int(np.nanmax(lab)) if lab.size else 0, 1)
+        names = class_names if class_names is not None else [f"class {k}" for k in range(1, n_cls + 1)]
+        lab = validate_labels(lab, image_shape_yx, names)
+        if lab.size > IN_MEMORY_PIXELS:  # a slide-sized array: read from its chunks
+            from pixlab.labels.store import as_label_store
+            lab = as_label_store(lab)
+    return lab
+
+
+def downsample_sample_labels(lab, factor: float, image_shape_yx):
+    """Labels (array or store) brought to an image downsampled by ``factor`` (block maximum), cut to its size."""
+    if factor <= 1:
+        return lab
+    if is_store(lab):
+        return _downsample_store(lab, factor)
+    return downsample_labels(lab, factor)[: image_shape_yx[0], : image_shape_yx[1]]
+
+
 def prepare_samples(samples, cfg, class_names):
     """Open images, select channels, downsample, validate labels. Returns (images, labels, names).
 
     Labels of images larger than :data:`IN_MEMORY_PIXELS` may be a label store
     (:class:`~pixlab.labels.store.LabelStore`, what :meth:`AnnotationSession.training_samples`
-    returns for a slide): they stay one, checked chunk by chunk; smaller ones become arrays.
+    returns for a slide): they stay one, checked chunk by chunk; smaller ones become arrays
+    (:func:`open_labels`).
     """
     from pixlab.image.io import open_image
-    from pixlab.labels.masks import load_labels, validate_labels
 
     if not isinstance(samples, (list, tuple)) or not samples:
         raise ValueError("samples must be a non-empty list of (image, labels) pairs, e.g. [(img, labels)]")
@@ -186,28 +236,10 @@ def prepare_samples(samples, cfg, class_names):
         img = open_image(img)
         if cfg.channels is not None:
             img = img.select_channels(cfg.channels)
-        if isinstance(lab, (str, Path)) and Path(lab).suffix == ".zarr" and Path(lab).is_dir():
-            from pixlab.labels.chunkfile import open_chunks
-            lab = open_chunks(lab)  # a slide's .labels.zarr: read chunk by chunk
-        elif isinstance(lab, (str, Path)):
-            lab = load_labels(lab)
-        if is_store(lab):
-            lab = _store_labels(lab, img.shape[1:], None if class_names is None else len(class_names),
-                                f"labels of samples[{i}]")
-        if not is_store(lab):
-            lab = np.asarray(lab)
-            n_cls = len(class_names) if class_names is not None else max(int(np.nanmax(lab)) if lab.size else 0, 1)
-            names = class_names if class_names is not None else [f"class {k}" for k in range(1, n_cls + 1)]
-            lab = validate_labels(lab, img.shape[1:], names)
-            if lab.size > IN_MEMORY_PIXELS:  # a slide-sized array: train from its chunks
-                from pixlab.labels.store import as_label_store
-                lab = as_label_store(lab)
+        lab = open_labels(lab, img.shape[1:], class_names, f"labels of samples[{i}]")
         if cfg.downsample > 1:
             img = img.downsampled(cfg.downsample)
-            if is_store(lab):
-                lab = _downsample_store(lab, cfg.downsample)
-            else:
-                lab = downsample_labels(lab, cfg.downsample)[: img.shape[1], : img.shape[2]]
+            lab = downsample_sample_labels(lab, cfg.downsample, img.shape[1:])
         images.append(img)
         labels.append(lab)
     images = match_training_channels(images)
