@@ -110,7 +110,7 @@ def test_training_on_a_slide_reads_only_blocks_around_the_strokes(slide_cfg, pse
     assert not far, f"training read blocks far from every stroke: {sorted(far)[:5]}"
     assert len(read) <= 8 * len(labels.painted_chunks()), (len(read), len(labels.painted_chunks()), total)
     # A dense copy of the labels alone would be 400 MB, the level-0 image 1.2 GB (4.8 GB normalized);
-    # what training holds is the blocks it read (cache <= 192 MB), tiles, pseudo-label features and
+    # what training holds is the blocks it read (cache <= 64 MiB, in the file dtype), tiles, pseudo-label features and
     # modules imported lazily during the run (a dense label copy is refused by the store itself).
     assert peak < 600 * 2**20, f"peak traced memory {peak / 2**20:.0f} MB"
     meta = model.metadata
@@ -196,3 +196,25 @@ def test_pseudo_labels_of_an_image_too_large_for_its_features_are_computed_block
     # Confident labels around the strokes, right on both sides of the edge; none far away.
     assert (pseudo[680:720, 620:740] == 1).mean() > 0.9 and (pseudo[680:720, 860:980] == 2).mean() > 0.9
     assert not pseudo[1300:, :].any()
+
+
+def test_nan_pixels_of_a_slide_are_named_where_training_reads_them():
+    # Blocks of a lazy image are cached in the file's dtype and normalised per tile: the NaN check
+    # runs on each block as it is read (the image is beyond IN_MEMORY_PIXELS, so nothing is cached whole).
+    side = 9000
+
+    def block(b, block_info=None):
+        (y0, y1), (x0, x1) = block_info[None]["array-location"][1:]
+        out = np.full(b.shape, 0.5, np.float32)
+        if y0 <= 4000 < y1 and x0 <= 4000 < x1:
+            out[:, 4000 - y0, 4000 - x0] = np.nan
+        return out
+    data = da.zeros((1, side, side), np.float32, chunks=(1, 512, 512)).map_blocks(block, dtype=np.float32)
+    img = Image(data, ["DAPI"], (0.5, 0.5), [data, np.full((1, side // 32, side // 32), 0.5, np.float32)])
+    labels = LabelStore((side, side))
+    labels.write((3990, 3996, 3900, 4100), np.full((6, 200), 1, np.uint8))
+    labels.write((4010, 4016, 3900, 4100), np.full((6, 200), 2, np.uint8))
+    cfg = pixlab.TrainConfig(architecture="tiny_unet", pretrained=False, tile_size=64, epochs=1, batch_size=2,
+                             patches_per_epoch=4, recipe="standard", device="cpu", pseudo_labels=False)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="NaN or infinite values near y=3584, x=3584"):
+        pixlab.train([(img, labels)], cfg, class_names=["a", "b"], progress=False)
