@@ -2,11 +2,12 @@
 
 ``python -m bench.quality`` calls pixlab as a user does, with ``time_limit_s``; on a shared or busy
 machine the same 180 s gave 73 to 599 steps, so two recipes measured at different times cannot be
-compared. This runs the cpu_quick recipe for exactly ``--steps`` optimizer steps (480 is what 180 s
-give on 2 idle cores: 2.9 steps/s after ~10 s of set-up), ``--jobs`` single-thread runs in parallel,
-and prints pixlab minus the random forest per case and draw.
+compared. This runs the cpu_quick recipe for exactly ``--steps`` optimizer steps, ``--jobs`` single-thread
+runs in parallel (at the recipe's batch 4, 960 steps take ~110 s per run so; 480 of batch 8 as long; one
+process with two threads on 2 idle cores makes ~700 steps of batch 4 in a 60 s limit), and prints pixlab minus
+the random forest per case and draw.
 
-    python bench/quality/steps.py --tag base --steps 480
+    python bench/quality/steps.py --tag base --steps 960
     python bench/quality/steps.py --tag balanced --cases fluo_nuclei --set '{"stroke_balance": true}'
 
 Run it from the tree whose pixlab you want to measure (the current directory goes first on the path).
@@ -22,7 +23,7 @@ def one(spec):
     import pixlab
     img, truth, classes = load_case(spec['case'], spec.get('variant', ''), 0)
     labels = draw_strokes(CASES[spec['case']], truth, spec['draw'])
-    ov = dict(recipe='cpu_quick', patches_per_epoch=128, batch_size=8, early_stopping=False)
+    ov = dict(recipe='cpu_quick', patches_per_epoch=128, early_stopping=False)  # batch size: the recipe's
     ov.update(spec['set'])
     steps_per_epoch = ov['patches_per_epoch'] // ov['batch_size']
     ov.setdefault('epochs', max(1, spec['steps'] // steps_per_epoch))
