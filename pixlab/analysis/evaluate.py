@@ -19,6 +19,7 @@ from pixlab.analysis.metrics import EPS as _EPS, confusion_matrix, mean_iou, met
 from pixlab.analysis.plots import plot_confusion, plot_tiles
 from pixlab.inference.backends import inference_batch_size
 from pixlab.labels.classids import argmax_labels
+from pixlab.training.samples import downsample_labels
 from pixlab.training.strokes import is_store, read_labels
 
 __all__ = ["Report", "evaluate", "tiles_with_confusion", "SPLITS"]
@@ -203,10 +204,9 @@ def _training_split(model, prepared, split):
 
 def _predict_region(model, img, stats, region, batch_size: int) -> np.ndarray:
     """(K, h, w) probabilities of ``region`` of a (working-resolution) image, tiled and blended."""
+    from pixlab.image.image import Image
     from pixlab.inference.predict import tile_reader
     from pixlab.inference.tiling import predict_tiled
-
-    from pixlab.image.image import Image
 
     y0, y1, x0, x1 = region
     # A view of the window (lazy for a slide): the reader's row bands span the window, not the slide.
@@ -216,7 +216,7 @@ def _predict_region(model, img, stats, region, batch_size: int) -> np.ndarray:
                          overlap=model.config.tile_overlap, batch_size=batch_size)
 
 
-def _label_windows(labels: np.ndarray, block: int):
+def _label_windows(labels, block: int):
     """Regions to predict: the ``block`` grid cells holding labels, grown by one cell of context.
 
     Whole slides are usually labelled in a few places; predicting only these windows costs a
@@ -230,14 +230,12 @@ def _label_windows(labels: np.ndarray, block: int):
         each labelled cell is counted in exactly one window: its own group's.
     """
     from scipy import ndimage as ndi
-    from skimage.measure import block_reduce, regionprops
+    from skimage.measure import regionprops
     from skimage.measure import label as cc_label
 
     H, W = labels.shape
-    if is_store(labels):  # painted chunks only
-        has = labels.read_max((0, H, 0, W), block) > 0
-    else:
-        has = block_reduce(labels > 0, (block, block), np.max)
+    # Which grid cells hold labels: the block-maximum rule of training (a store reads its painted chunks only).
+    has = (labels.read_max((0, H, 0, W), block) if is_store(labels) else downsample_labels(labels, block)) > 0
     groups = cc_label(ndi.binary_dilation(has, np.ones((3, 3), bool)), connectivity=2)
     out = []
     for r in regionprops(groups):

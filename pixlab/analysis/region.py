@@ -77,7 +77,7 @@ def labelled_region(image, labels, max_side: int = 4096) -> LabelledRegion:
         raise ValueError(f"labels of image '{img.name}' have no labelled pixel; brush some strokes first")
     _, H, W = img.shape
     if H <= max_side and W <= max_side:
-        return LabelledRegion(img, np.asarray(read_labels(lab, 0, H, 0, W)), None, None)
+        return LabelledRegion(img, read_labels(lab, 0, H, 0, W), None, None)
     best, best_n = None, -1
     for win in stroke_windows(lab, side):
         # Centre the window on the labels inside it (stroke_windows centres on a coarse grid).

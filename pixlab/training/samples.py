@@ -18,8 +18,8 @@ import numpy as np
 
 from pixlab.training.strokes import is_store, read_labels
 
-__all__ = ["Sample", "prepare_samples", "open_labels", "downsample_sample_labels", "split_strokes", "downsample_labels", "fingerprint",
-           "build_samples", "add_pseudo_labels", "label_stats", "IN_MEMORY_PIXELS"]
+__all__ = ["Sample", "prepare_samples", "open_labels", "downsample_sample_labels", "split_strokes",
+           "downsample_labels", "fingerprint", "build_samples", "add_pseudo_labels", "label_stats", "IN_MEMORY_PIXELS"]
 
 # Images up to this many pixels (per channel) are normalized once and kept in memory for tile
 # sampling; larger ones (whole slides) are read tile by tile from the lazy array, and their labels
