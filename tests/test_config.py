@@ -76,8 +76,11 @@ def test_resolved_cpu_quick_only_for_short_cpu_runs():
     # the edge term only where it was measured to help: the quick recipe's tiny_unet, not an encoder UNet
     encoder_net = TrainConfig(device="cpu", time_limit_s=120, encoder="resnet18", pretrained=False).resolved()
     assert encoder_net.architecture == "unet" and encoder_net.edge_weight == 0 and encoder_net.pseudo_margin == 3
-    kept = TrainConfig(device="cpu", time_limit_s=120, pseudo_margin=0, edge_weight=0).resolved()
-    assert kept.pseudo_margin == 0 and kept.edge_weight == 0
+    kept = TrainConfig(device="cpu", time_limit_s=120, pseudo_margin=0, edge_weight=0,
+                       pseudo_agreement=False).resolved()
+    assert kept.pseudo_margin == 0 and kept.edge_weight == 0 and kept.pseudo_agreement is False
+    # pseudo-labels only where a fine-scale forest agrees: in the quick recipe, not in the guide's
+    assert quick.pseudo_agreement is True and standard.pseudo_agreement is False
     # batch 4 for the quick recipe's tiny_unet (twice the steps in the same time), the guide's 8 otherwise
     assert quick.batch_size == 4 and encoder_net.batch_size == 8 and standard.batch_size == 8
     assert TrainConfig(device="cpu", time_limit_s=120, batch_size=8).resolved().batch_size == 8

@@ -25,7 +25,10 @@ def one(spec):
     labels = draw_strokes(CASES[spec['case']], truth, spec['draw'])
     ov = dict(recipe='cpu_quick', patches_per_epoch=128, early_stopping=False)  # batch size: the recipe's
     ov.update(spec['set'])
-    steps_per_epoch = ov['patches_per_epoch'] // ov['batch_size']
+    batch = ov.get('batch_size', 'auto')
+    if batch == 'auto':  # the recipe's choice, as train() will resolve it
+        batch = pixlab.TrainConfig(seed=spec['draw'], device='cpu', **ov).resolved().batch_size
+    steps_per_epoch = ov['patches_per_epoch'] // batch
     ov.setdefault('epochs', max(1, spec['steps'] // steps_per_epoch))
     cfg = pixlab.TrainConfig(seed=spec['draw'], num_threads=spec.get('threads', 1), **ov)
     t0 = time.time()

@@ -97,6 +97,7 @@ class TrainConfig:
     pseudo_labels: bool | str = _f("auto", "Also learn from a random forest's confident predictions on unlabelled pixels (helps with few strokes); 'auto' = true in the cpu_quick recipe, else false.", "advanced")
     pseudo_threshold: float = _f(0.8, "Minimum random-forest probability for a pseudo-label.", "advanced", min=0.5, max=1.0)
     pseudo_margin: int | str = _f("auto", "Pixels within this distance of a change of the random forest's class get no pseudo-label (the forest errs at its boundaries; strokes do not label them either); 'auto' = 3 in the cpu_quick recipe, else 0.", "advanced", min=0, max=64)
+    pseudo_agreement: bool | str = _f("auto", "Keep a pseudo-label only where a second random forest on the fine-scale features (sigmas up to 4 px) is confident of the same class (large-scale features put a confident halo around clustered objects); 'auto' = true in the cpu_quick recipe, else false.", "advanced")
     pseudo_weight: float = _f(0.3, "Loss weight of pseudo-labelled pixels.", "advanced", min=0.0, max=1.0)
     stroke_balance: bool = _f(False, "Average the cross-entropy on labelled pixels per class, so a class brushed with few pixels counts as much as a class brushed with many (class_weights still apply).", "advanced")
     pseudo_balance: bool = _f(True, "Average the pseudo-label loss per class, so the most frequent class (usually background) does not dominate it.", "advanced")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pixel_features", "feature_margin", "labelled_subset", "n_features"]
+__all__ = ["pixel_features", "feature_margin", "labelled_subset", "n_features", "scale_columns"]
 
 # Gaussian kernels are cut at 4 sigma (scipy's default ``truncate``); the gradient / Hessian
 # (np.gradient twice) and Sobel steps look at most 2 more pixels; one extra for safety.
@@ -159,3 +159,20 @@ def n_features(n_channels: int, sigma_min: float = 1, sigma_max: float = 16) -> 
     """
     n_sigmas = int(np.log2(sigma_max) - np.log2(sigma_min) + 1)
     return 4 * n_sigmas * int(n_channels)
+
+
+def scale_columns(n_channels: int, sigma_min: float = 1, sigma_max: float = 16, upto: float = 4) -> np.ndarray:
+    """Columns of :func:`pixel_features` that hold the sigmas up to ``upto``.
+
+    The features are ordered channel by channel, sigma by sigma (4 per sigma), so these columns equal
+    ``pixel_features(image, sigma_min, upto)``: a fine-scale view of the same pixels without
+    computing it again.
+
+    Examples
+    --------
+    >>> scale_columns(2, 1, 16, 2).tolist()  # sigmas 1 and 2 of each channel
+    [0, 1, 2, 3, 4, 5, 6, 7, 20, 21, 22, 23, 24, 25, 26, 27]
+    """
+    per_channel = n_features(1, sigma_min, sigma_max)
+    kept = n_features(1, sigma_min, min(float(upto), float(sigma_max)))
+    return np.concatenate([c * per_channel + np.arange(kept) for c in range(int(n_channels))])

@@ -364,13 +364,16 @@ class FeatureClassifier:
             probs[:, band_y0 - y0 : band_y1 - y0] = self.predict_proba_features(feats)
         return probs
 
-    def predict_proba_features(self, features) -> np.ndarray:
+    def predict_proba_features(self, features, columns=None) -> np.ndarray:
         """Class probabilities from precomputed features.
 
         Parameters
         ----------
         features : numpy.ndarray, shape (..., F)
             :func:`pixel_features` of pixels (e.g. ``(h, w, F)`` of a block).
+        columns : array_like of int, optional
+            Use only these feature columns (those the forest was fitted on, e.g.
+            :func:`~pixlab.training.features.scale_columns`), taken chunk by chunk.
 
         Returns
         -------
@@ -385,7 +388,8 @@ class FeatureClassifier:
         rows = self.classes_ - 1
         for start in range(0, len(flat), _PREDICT_CHUNK):
             stop = min(start + _PREDICT_CHUNK, len(flat))
-            out[rows, start:stop] = self.forest_.predict_proba(flat[start:stop]).T
+            chunk = flat[start:stop] if columns is None else flat[start:stop][:, columns]
+            out[rows, start:stop] = self.forest_.predict_proba(chunk).T
         return out.reshape((self.n_classes_,) + feats.shape[:-1])
 
     def predict(self, image_norm, region=None) -> np.ndarray:

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from pixlab.training.features import labelled_subset
 from pixlab.training.strokes import context_blocks, read_labels, stroke_windows
 
 __all__ = ["add_pseudo_labels", "pseudo_budget", "PSEUDO_PIXELS", "PSEUDO_PIXELS_PER_SECOND",
@@ -31,6 +32,10 @@ PSEUDO_BAND_PIXELS = 2**17
 # at most one block's features (~80 MB for RGB) are held, plus blocks kept from the fit for the
 # prediction within this budget.
 PSEUDO_FEATURE_BYTES = 256 * 2**20
+# TrainConfig.pseudo_agreement: the second forest sees the features up to this sigma only. Large-scale
+# features put a confident halo of the object class around clustered objects; a fine-scale forest does
+# not, and keeping only the pixels both forests agree on halved the wrong pseudo-labels (docs/quality.md).
+FINE_SIGMA = 4
 
 
 def pseudo_budget(cfg) -> int | None:
@@ -100,26 +105,60 @@ def _pseudo_whole(s, n_classes: int, cfg, clf, prep) -> bool:
 
     Returns False when the time share ran out before the last band (those rows stay unlabelled).
     """
+    from pixlab.labels.classids import argmax_labels
     from pixlab.training.preparation import PSEUDO_SHARE
     clf.fit(s.cache, s.train_labels, n_classes=n_classes)
+    fine = None
+    if getattr(cfg, "pseudo_agreement", False):  # the whole image's features are cached by the fit
+        from pixlab.labels.masks import _as_integer_labels
+        flat = _as_integer_labels(s.train_labels).ravel()  # as fit() reads them: the same pixels
+        index = labelled_subset(flat, clf.max_samples_per_class, np.random.default_rng(cfg.seed))
+        feats = clf.features(s.cache)
+        fine = _fine_forest(clf, feats.reshape(-1, feats.shape[-1])[index], flat[index], n_classes,
+                            s.cache.shape[0], cfg.seed)
     H, W = s.cache.shape[1:]
-    out = np.zeros((H, W), np.uint8 if n_classes <= 255 else np.uint16)
-    rows = max(1, PSEUDO_BAND_PIXELS // W)
+    dtype = np.uint8 if n_classes <= 255 else np.uint16
+    views = [(clf, None)] + ([] if fine is None else [fine])
+    # per view: confident labels and (for pseudo_margin) the view's class everywhere
+    outs = [np.zeros((H, W), dtype) for _ in views]
     margin = getattr(cfg, "pseudo_margin", 0)
-    best = np.zeros_like(out) if margin else None  # the forest's class everywhere, for pseudo_margin
+    bests = [np.zeros((H, W), dtype) if margin else None for _ in views]
+    rows = max(1, PSEUDO_BAND_PIXELS // W)
+    done = True
     for y0 in range(0, H, rows):
         prep.check()
         if prep.over_share(PSEUDO_SHARE):
-            s.pseudo = _drop_near_class_changes(out, best, margin)
-            return False
+            done = False
+            break
         region = (y0, min(H, y0 + rows), 0, W)
-        p = clf.predict_proba(s.cache, region=region)
-        out[region[0]:region[1]] = _confident(p, cfg.pseudo_threshold)
-        if margin:
-            from pixlab.labels.classids import argmax_labels
-            best[region[0]:region[1]] = argmax_labels(p)
-    s.pseudo = _drop_near_class_changes(out, best, margin)
-    return True
+        for (forest, cols), out, best in zip(views, outs, bests):
+            if cols is None:
+                p = forest.predict_proba(s.cache, region=region)
+            else:
+                p = forest.predict_proba_features(clf.features(s.cache, region), cols)
+            out[region[0]:region[1]] = _confident(p, cfg.pseudo_threshold)
+            if margin:
+                best[region[0]:region[1]] = argmax_labels(p)
+    s.pseudo = _agreed([_drop_near_class_changes(o, b, margin) for o, b in zip(outs, bests)])
+    return done
+
+
+def _fine_forest(clf, features, labels, n_classes: int, n_channels: int, seed: int):
+    """A second forest on the fine-scale columns (sigmas up to :data:`FINE_SIGMA`) of the same
+    labelled pixels, and those columns (``TrainConfig.pseudo_agreement``)."""
+    from pixlab.training.features import scale_columns
+    from pixlab.training.forest import FeatureClassifier
+    cols = scale_columns(n_channels, clf.sigma_min, clf.sigma_max, FINE_SIGMA)
+    fine = FeatureClassifier(seed=seed, n_jobs=1, sigma_min=clf.sigma_min, sigma_max=min(FINE_SIGMA, clf.sigma_max))
+    return fine.fit_features(np.asarray(features)[:, cols], labels, n_classes, n_channels=n_channels), cols
+
+
+def _agreed(labels: list) -> np.ndarray:
+    """The first view's pseudo-labels where every other view has the same one (0 elsewhere)."""
+    out = labels[0]
+    for other in labels[1:]:
+        out[other != out] = 0
+    return out
 
 
 def _confident(p, threshold, margin: int = 0) -> np.ndarray:
@@ -203,6 +242,8 @@ def _pseudo_in_context(s, blocks, n_classes: int, cfg, clf, prep, budget: int) -
     del xs, ys
     index = labelled_subset(y, cap, rng)
     clf.fit_features(x[index], y[index], n_classes, n_channels=s.image.n_channels)
+    fine = (_fine_forest(clf, x[index], y[index], n_classes, s.image.n_channels, cfg.seed)
+            if getattr(cfg, "pseudo_agreement", False) else None)
     del x, y
     out = LabelStore(s.train_labels.shape, np.uint8 if n_classes <= 255 else np.uint16)
     done = True
@@ -214,8 +255,12 @@ def _pseudo_in_context(s, blocks, n_classes: int, cfg, clf, prep, budget: int) -
         feats = kept.pop(region, None)
         if feats is None:
             feats = _block_features(s, clf, region, m)
-        out.write(region, _confident(clf.predict_proba_features(feats), cfg.pseudo_threshold,
-                                           getattr(cfg, "pseudo_margin", 0)))
+        margin = getattr(cfg, "pseudo_margin", 0)
+        views = [_confident(clf.predict_proba_features(feats), cfg.pseudo_threshold, margin)]
+        if fine is not None:
+            views.append(_confident(fine[0].predict_proba_features(feats, fine[1]), cfg.pseudo_threshold,
+                                    margin))
+        out.write(region, _agreed(views))
         del feats
     out.mark_clean()
     s.pseudo = out

@@ -15,13 +15,14 @@ AUTO = "auto"
 #: Fields whose default is "auto": the recipe chooses them (TrainConfig.resolved); a value the user
 #: sets is kept as it is, whatever it is (an explicit 512 is never replaced, even if 512 is the default).
 AUTO_FIELDS = ("architecture", "encoder", "tile_size", "batch_size", "learning_rate", "scheduler", "loss",
-               "early_stopping", "weight_average", "ema_decay", "pseudo_labels", "pseudo_margin", "edge_weight")
+               "early_stopping", "weight_average", "ema_decay", "pseudo_labels", "pseudo_margin", "pseudo_agreement",
+               "edge_weight")
 
 #: What 'auto' becomes in the standard recipe: the guide's first training run.
 STANDARD_CHOICES: dict[str, Any] = dict(
     architecture="unet", encoder="resnet34", tile_size=512, batch_size=8, learning_rate=1e-3,
     scheduler="one_cycle", loss="ce_dice", early_stopping=True, weight_average="none", ema_decay=0.99,
-    pseudo_labels=False, pseudo_margin=0, edge_weight=0.0)
+    pseudo_labels=False, pseudo_margin=0, pseudo_agreement=False, edge_weight=0.0)
 
 
 def quick_choices(cfg, auto: dict) -> list[tuple[str, Any, str]]:
@@ -63,6 +64,9 @@ def quick_choices(cfg, auto: dict) -> list[tuple[str, Any, str]]:
     if auto["pseudo_margin"]:
         out.append(("pseudo_margin", 3, "the forest's confident pixels next to its own boundaries are often wrong "
                     "(bench/quality/steps.py)"))
+    if auto["pseudo_agreement"]:
+        out.append(("pseudo_agreement", True, "only pixels a fine-scale forest labels the same: about half the "
+                    "wrong pseudo-labels (docs/quality.md)"))
     if auto["edge_weight"]:
         if tiny:
             out.append(("edge_weight", 3.0, "strokes keep away from boundaries; an edge-aware smoothness term "
